@@ -1,0 +1,50 @@
+"""``vcfbert-fast`` command line: one subcommand per module, imported lazily.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("vcfbert_fast.info", "report torch/CUDA/Triton/FAISS/extension status and the live op paths"),
+    "simulate": ("vcfbert_fast.simulate", "simulate a panel, targets and array sites with msprime"),
+    "train": ("vcfbert_fast.train", "train a V18 model on a phased reference panel"),
+    "impute": ("vcfbert_fast.impute", "impute a target VCF with a trained model"),
+    "evaluate": ("vcfbert_fast.evaluate", "score imputed VCFs against truth by MAF bin"),
+    "demo": ("vcfbert_fast.demo", "simulate, train, impute and evaluate end to end"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, import just that subcommand's module (fast start-up)."""
+    parser = argparse.ArgumentParser(prog="vcfbert-fast", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import VcfBertError
+
+    argv = sys.argv[1:] if argv is None else argv
+    only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    args = build_parser(only).parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except VcfBertError as exc:  # bad input: one line, no traceback
+        print(f"vcfbert-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
