@@ -1,0 +1,124 @@
+"""Masked-site imputation metrics, accumulated over batches, with an AF-only baseline beside them.
+
+Counts stay on the batch's device until :meth:`ImputationMetrics.compute` (one
+host sync per validation pass, not per batch). Only masked sites with a real
+label (not -100) are scored: the model saw every other allele in its input.
+"""
+
+from __future__ import annotations
+
+import torch
+
+RARE_AF = 0.05  # AF < 0.05 is "rare", as in the masking rule
+
+# counter slots
+_N, _CORRECT, _TP, _FP, _FN = 0, 1, 2, 3, 4
+_RARE_N, _RARE_CORRECT, _COMMON_N, _COMMON_CORRECT = 5, 6, 7, 8
+_GT_N, _GT_CORRECT = 9, 10
+_B_CORRECT, _B_TP, _B_FP, _B_FN, _B_RARE_CORRECT, _B_COMMON_CORRECT = 11, 12, 13, 14, 15, 16
+_LOSS_SUM, _LOSS_N = 17, 18
+_N_SLOTS = 19
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom > 0 else float("nan")
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+class ImputationMetrics:
+    """Accumulates masked-site metrics of haplotype and genotype predictions.
+
+    ``update(logits, batch)`` takes the model's ``hap1_logits``/``hap2_logits``
+    ``[B, L, 2]`` and ``gt_logits`` ``[B, L, 4]`` (logits or log-probs: only the
+    argmax is used) and the batch's labels, ``mask`` and ``af``.
+    ``compute()`` returns:
+
+    - ``accuracy``: allele accuracy over both haplotypes at masked sites;
+    - ``alt_f1``: F1 with ALT (allele 1) as the positive class;
+    - ``rare_accuracy`` / ``common_accuracy``: accuracy at sites with AF < 0.05 / >= 0.05;
+    - ``gt_accuracy``: 4-class phased genotype accuracy at masked sites;
+    - ``af_baseline_*``: the same for the predictor "ALT iff af > 0.5" (what any
+      model must beat; on rare sites it is nearly always right);
+    - ``n_sites``: scored haplotype-sites; ``loss`` if losses were passed.
+    """
+
+    def __init__(self, rare_af: float = RARE_AF):
+        self.rare_af = rare_af
+        self.counts: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.counts = None
+
+    @torch.no_grad()
+    def update(self, logits: dict, batch: dict, loss: torch.Tensor | float | None = None) -> None:
+        mask = batch["mask"].bool()
+        af = batch["af"].float()
+        device = mask.device
+        if self.counts is None:
+            self.counts = torch.zeros(_N_SLOTS, dtype=torch.float64, device=device)
+        c = torch.zeros(_N_SLOTS, dtype=torch.float64, device=device)
+        base_pred = (af > 0.5).long()
+        for h in ("1", "2"):
+            label = batch[f"hap_{h}_label"].to(device)
+            valid = mask & (label >= 0)
+            pred = logits[f"hap{h}_logits"].argmax(-1).to(device)
+            rare = valid & (af < self.rare_af)
+            common = valid & (af >= self.rare_af)
+            ok = pred == label
+            bok = base_pred == label
+            pos, bpos, true_pos = pred == 1, base_pred == 1, label == 1
+            parts = {
+                _N: valid.sum(),
+                _CORRECT: (ok & valid).sum(),
+                _TP: (pos & true_pos & valid).sum(),
+                _FP: (pos & ~true_pos & valid).sum(),
+                _FN: (~pos & true_pos & valid).sum(),
+                _RARE_N: rare.sum(),
+                _RARE_CORRECT: (ok & rare).sum(),
+                _COMMON_N: common.sum(),
+                _COMMON_CORRECT: (ok & common).sum(),
+                _B_CORRECT: (bok & valid).sum(),
+                _B_TP: (bpos & true_pos & valid).sum(),
+                _B_FP: (bpos & ~true_pos & valid).sum(),
+                _B_FN: (~bpos & true_pos & valid).sum(),
+                _B_RARE_CORRECT: (bok & rare).sum(),
+                _B_COMMON_CORRECT: (bok & common).sum(),
+            }
+            for slot, v in parts.items():
+                c[slot] += v
+        gt = batch["gt_label"].to(device)
+        gvalid = mask & (gt >= 0)
+        c[_GT_N] += gvalid.sum()
+        c[_GT_CORRECT] += ((logits["gt_logits"].argmax(-1).to(device) == gt) & gvalid).sum()
+        if loss is not None:
+            c[_LOSS_SUM] += torch.as_tensor(loss, dtype=torch.float64, device=device).detach()
+            c[_LOSS_N] += 1
+        self.counts += c
+
+    def merge_(self, counts: torch.Tensor) -> None:
+        """Add another accumulator's raw counts (e.g. after an all-reduce across ranks)."""
+        self.counts = counts.clone() if self.counts is None else self.counts + counts.to(self.counts.device)
+
+    def compute(self) -> dict[str, float]:
+        c = [0.0] * _N_SLOTS if self.counts is None else self.counts.tolist()
+        out = {
+            "accuracy": _div(c[_CORRECT], c[_N]),
+            "alt_f1": _f1(c[_TP], c[_FP], c[_FN]),
+            "rare_accuracy": _div(c[_RARE_CORRECT], c[_RARE_N]),
+            "common_accuracy": _div(c[_COMMON_CORRECT], c[_COMMON_N]),
+            "gt_accuracy": _div(c[_GT_CORRECT], c[_GT_N]),
+            "af_baseline_accuracy": _div(c[_B_CORRECT], c[_N]),
+            "af_baseline_alt_f1": _f1(c[_B_TP], c[_B_FP], c[_B_FN]),
+            "af_baseline_rare_accuracy": _div(c[_B_RARE_CORRECT], c[_RARE_N]),
+            "af_baseline_common_accuracy": _div(c[_B_COMMON_CORRECT], c[_COMMON_N]),
+            "n_sites": int(c[_N]),
+            "n_rare_sites": int(c[_RARE_N]),
+            "n_common_sites": int(c[_COMMON_N]),
+        }
+        if c[_LOSS_N] > 0:
+            out["loss"] = c[_LOSS_SUM] / c[_LOSS_N]
+        return out
