@@ -7,9 +7,15 @@ consumes only these arrays.
 
 from __future__ import annotations
 
+import gzip
+import os
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from .errors import InputError
 
 
 @dataclass
@@ -86,3 +92,541 @@ class Alignment:
             f"{self.n_matched} target sites matched the panel, {self.n_absent} absent from the panel, "
             f"{self.n_allele_mismatch} with mismatched alleles"
         )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Readers
+# ----------------------------------------------------------------------------------------------------------
+
+# The 28-byte empty BGZF block every complete bgzip/BCF file ends with (SAM/BAM spec, section 4.1.2).
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_SNP_BASES = frozenset("ACGTacgt")
+_CHUNK = 1024  # sites per growing haplotype buffer chunk
+
+# Skip reasons (keys of Panel.skipped / Target.skipped).
+SKIP_MULTIALLELIC = "multiallelic"  # >1 ALT allele, or several records at one position (split multi-allelic)
+SKIP_NOT_SNP = "not_snp"  # indel, MNP, symbolic (<DEL>), spanning deletion (*), non-ACGT base
+SKIP_NO_ALT = "no_alt"  # ALT '.': a monomorphic reference record
+
+
+class _Fallback(Exception):
+    """The fast text path met something it does not handle; rerun with the cyvcf2 reference path."""
+
+
+def _check_file(path: str | os.PathLike, role: str) -> tuple[str, bool]:
+    """Validate that ``path`` looks like a complete VCF/BCF; return (kind 'vcf'|'bcf', compressed).
+
+    Catches what htslib reports badly or not at all: a missing or empty file, text that
+    is not a VCF, and a truncated BGZF file (htslib only warns about the missing EOF block
+    and silently returns the records before the cut).
+    """
+    p = Path(path)
+    fix_kind = f"give a {role} VCF/BCF file"
+    if not p.exists():
+        raise InputError(path, "no such file", f"check the path; {fix_kind}")
+    if p.is_dir():
+        raise InputError(path, "is a directory, not a file", fix_kind)
+    size = p.stat().st_size
+    if size == 0:
+        raise InputError(path, "file is empty", f"{fix_kind} with a header and records")
+    with open(p, "rb") as fh:
+        head = fh.read(18)
+    compressed = head[:2] == b"\x1f\x8b"
+    if compressed:
+        is_bgzf = len(head) >= 16 and bool(head[3] & 4) and head[12:14] == b"BC"
+        if is_bgzf:
+            with open(p, "rb") as fh:
+                fh.seek(max(0, size - len(_BGZF_EOF)))
+                if fh.read() != _BGZF_EOF:
+                    raise InputError(
+                        path,
+                        "truncated BGZF file (end-of-file block missing: incomplete download or copy?)",
+                        "re-download or re-create the file (bgzip/bcftools) and its index",
+                    )
+        try:
+            with gzip.open(p, "rb") as g:
+                first = g.read(16)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(path, f"cannot decompress ({exc})", "re-create the file with bgzip") from None
+    else:
+        first = head[:16]
+    if first.startswith(b"BCF\x02"):
+        return "bcf", compressed
+    if first.startswith(b"##fileformat=VCF"):
+        return "vcf", compressed
+    raise InputError(
+        path,
+        "not a VCF or BCF file (it does not start with '##fileformat=VCF')",
+        f"{fix_kind} (bgzipped or plain)",
+    )
+
+
+def _classify(ref: str, alts: list[str]) -> str | None:
+    """None for a biallelic SNP, else the skip reason."""
+    if len(alts) == 0 or alts == ["."]:
+        return SKIP_NO_ALT
+    if len(alts) > 1:
+        return SKIP_MULTIALLELIC
+    alt = alts[0]
+    if len(ref) != 1 or len(alt) != 1 or ref not in _SNP_BASES or alt not in _SNP_BASES or ref == alt:
+        return SKIP_NOT_SNP
+    return None
+
+
+class _Sites:
+    """Site bookkeeping shared by every reader: order, contig, duplicates, skips, growing arrays.
+
+    ``add`` returns True when the record is a biallelic SNP to keep (the caller then stores
+    its genotypes in row ``self.n - 1``), False for a counted skip, and raises InputError
+    for records the file must not contain. Several records at one position with different
+    alleles are a split multi-allelic site: all of them are skipped (the first one, already
+    kept, is retracted), because keeping one would call the other ALT allele REF.
+    """
+
+    def __init__(self, path: str, role: str):
+        self.path, self.role = path, role
+        self.contig: str | None = None
+        self.prev_pos = -1
+        self.alleles_at_pos: set[tuple[str, str]] = set()
+        self.multi_pos = -1  # position already marked multi-allelic
+        self.positions: list[int] = []
+        self.ref: list[str] = []
+        self.alt: list[str] = []
+        self.ids: list[str] = []
+        self.skipped: dict[str, int] = {}
+        self.n_records = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.positions)
+
+    def _skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def add(self, chrom: str, pos: int, vid: str, ref: str, alts: list[str]) -> bool:
+        self.n_records += 1
+        rec = f"{chrom}:{pos}"
+        if self.contig is None:
+            self.contig = chrom
+        elif chrom != self.contig:
+            raise InputError(
+                self.path,
+                f"several contigs ({self.contig} and {chrom}); one {self.role} file must hold one chromosome",
+                f"split by contig with bcftools view -r {self.contig}",
+                record=rec,
+            )
+        if pos < 1:
+            raise InputError(self.path, f"invalid position {pos}", "positions are 1-based", record=rec)
+        if pos < self.prev_pos:
+            raise InputError(
+                self.path,
+                f"records not sorted by position (after {chrom}:{self.prev_pos})",
+                "sort it with bcftools sort",
+                record=rec,
+            )
+        alt_key = ",".join(alts)
+        if pos == self.prev_pos:
+            if (ref, alt_key) in self.alleles_at_pos:
+                raise InputError(
+                    self.path,
+                    f"duplicate record (same position and alleles {ref}>{alt_key})",
+                    "remove duplicates with bcftools norm -d exact",
+                    record=rec,
+                )
+        else:
+            self.alleles_at_pos.clear()
+            self.prev_pos = pos
+        self.alleles_at_pos.add((ref, alt_key))
+        reason = _classify(ref, alts)
+        if reason is None and self.positions and self.positions[-1] == pos:
+            # a second SNP at a kept SNP's position: split multi-allelic site; drop both
+            self.positions.pop()
+            self.ref.pop()
+            self.alt.pop()
+            self.ids.pop()
+            self._skip(SKIP_MULTIALLELIC)
+            self.multi_pos = pos
+            reason = SKIP_MULTIALLELIC
+        elif reason is None and self.multi_pos == pos:
+            reason = SKIP_MULTIALLELIC
+        if reason is not None:
+            self._skip(reason)
+            return False
+        self.positions.append(pos)
+        self.ref.append(ref)
+        self.alt.append(alts[0])
+        self.ids.append(vid or ".")
+        return True
+
+    def finish(self) -> None:
+        if self.n == 0:
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "no records"
+            raise InputError(
+                self.path,
+                f"no usable biallelic SNP sites ({self.n_records} records; skipped: {detail})",
+                f"give a {self.role} VCF with biallelic SNPs (bcftools view -m2 -M2 -v snps)",
+            )
+        if self.skipped:
+            detail = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
+            warnings.warn(
+                f"{self.path}: skipped {sum(self.skipped.values())} of {self.n_records} records ({detail}); "
+                "only biallelic SNPs are used",
+                stacklevel=3,
+            )
+
+
+class _HapBuffer:
+    """Growing site-major uint8 buffer [n, width] in fixed-size chunks (no per-genotype Python work)."""
+
+    def __init__(self, width: int, dtype=np.uint8):
+        self.width, self.dtype = width, dtype
+        self.chunks: list[np.ndarray] = []
+        self.fill = _CHUNK  # rows used in the last chunk
+
+    def row(self) -> np.ndarray:
+        if self.fill == _CHUNK:
+            self.chunks.append(np.empty((_CHUNK, self.width), dtype=self.dtype))
+            self.fill = 0
+        self.fill += 1
+        return self.chunks[-1][self.fill - 1]
+
+    def pop(self) -> None:
+        self.fill -= 1
+        if self.fill == 0 and self.chunks:
+            self.chunks.pop()
+            self.fill = _CHUNK
+
+    def site_major(self, n: int) -> np.ndarray:
+        if not self.chunks:
+            return np.empty((0, self.width), dtype=self.dtype)
+        last = self.chunks[-1][: self.fill]
+        out = np.concatenate(self.chunks[:-1] + [last], axis=0) if len(self.chunks) > 1 else last
+        assert out.shape[0] == n, (out.shape, n)
+        return out
+
+
+def _gt_problem(g: np.ndarray, samples: list[str], allow_missing: bool, require_phased: bool) -> str | None:
+    """Describe the first bad genotype of one record's ``genotype.array()`` ([S, ploidy+1] int16)."""
+    if g.shape[1] == 2:
+        return f"haploid genotype for sample {samples[0]}"
+    if g.shape[1] > 3:
+        bad = np.flatnonzero(g[:, 2] != -2)
+        s = samples[int(bad[0])] if bad.size else samples[0]
+        return f"polyploid genotype ({g.shape[1] - 1} alleles) for sample {s}"
+    a = g[:, :2]
+    hap = np.flatnonzero(a[:, 1] == -2)
+    if hap.size:
+        return f"haploid genotype for sample {samples[int(hap[0])]}"
+    if not allow_missing:
+        miss = np.flatnonzero((a == -1).any(axis=1))
+        if miss.size:
+            return f"missing genotype for sample {samples[int(miss[0])]}"
+    big = np.flatnonzero((a > 1).any(axis=1) | (a < -1).any(axis=1))
+    if big.size:
+        return f"allele index {int(a[big[0]].max())} out of range for sample {samples[int(big[0])]}"
+    if require_phased:
+        unph = np.flatnonzero(g[:, 2] == 0)
+        if unph.size:
+            return f"unphased genotype for sample {samples[int(unph[0])]}"
+    return None
+
+
+def _open_cyvcf2(path: str, role: str, samples: list[str] | None = None):
+    import cyvcf2  # lazy: heavy, and absent on the GPU machine
+
+    try:
+        vcf = cyvcf2.VCF(str(path), samples=samples, gts012=False, strict_gt=False, threads=2)
+    except Exception as exc:  # noqa: BLE001  (htslib failures surface as bare Exception/OSError)
+        raise InputError(path, f"cannot open as VCF/BCF ({exc})", f"give a valid {role} VCF/BCF") from None
+    return vcf
+
+
+def _iter_records(vcf, path: str, sites: _Sites):
+    """Iterate cyvcf2 records, turning htslib parse failures into InputError naming the last good record."""
+    it = iter(vcf)
+    while True:
+        try:
+            v = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001  (cyvcf2 raises a bare Exception on a malformed line)
+            after = f"after {sites.contig}:{sites.prev_pos}" if sites.prev_pos > 0 else "first record"
+            raise InputError(
+                path, f"malformed record ({exc})", "check the file with bcftools view", record=after
+            ) from None
+        yield v
+
+
+def _progress(progress: bool, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=desc, unit=" sites", unit_scale=True, mininterval=1.0)
+
+
+def _read_panel_cyvcf2(path: str, progress: bool) -> tuple[_Sites, list[str], np.ndarray]:
+    """Reference reader: any VCF/BCF htslib can parse; one ``genotype.array()`` per record."""
+    vcf = _open_cyvcf2(path, "reference panel")
+    samples = list(vcf.samples)
+    if not samples:
+        raise InputError(
+            path, "no samples in the header", "the reference panel needs phased sample genotypes"
+        )
+    sites = _Sites(path, "reference panel")
+    buf = _HapBuffer(2 * len(samples))
+    bar = _progress(progress, "reading panel")
+    for v in _iter_records(vcf, path, sites):
+        prev_n = sites.n
+        if not sites.add(v.CHROM, int(v.POS), v.ID or ".", v.REF, list(v.ALT)):
+            if sites.n < prev_n:  # retracted split multi-allelic record
+                buf.pop()
+            continue
+        g = v.genotype.array()
+        if g.shape[1] != 3 or g[:, :2].min() < 0 or g[:, :2].max() > 1 or not g[:, 2].all():
+            problem = _gt_problem(g, samples, allow_missing=False, require_phased=True)
+            if problem is not None:
+                fix = {
+                    "u": "the panel must be phased; phase it with Beagle/SHAPEIT first",
+                    "m": "the panel must have no missing genotypes; impute/phase it with Beagle first",
+                    "h": "use diploid autosomal genotypes (haploid/polyploid calls are not supported)",
+                    "p": "use diploid autosomal genotypes (haploid/polyploid calls are not supported)",
+                    "a": "check the file with bcftools view",
+                }[problem[0]]
+                raise InputError(path, problem, fix, record=f"{v.CHROM}:{v.POS}")
+        buf.row()[:] = g[:, :2].reshape(-1)
+        if bar is not None and sites.n_records % 4096 == 0:
+            bar.update(4096)
+    if bar is not None:
+        bar.close()
+    vcf.close()
+    return sites, samples, buf.site_major(sites.n)
+
+
+def _read_panel_text(path: str, compressed: bool, progress: bool) -> tuple[_Sites, list[str], np.ndarray]:
+    """Fast path for VCF text whose FORMAT is exactly GT with 'a|b' calls (1000 Genomes style).
+
+    Works on whole decompressed blocks: per line only a split of the fixed columns; the
+    genotype bytes of a chunk of sites are validated and decoded with numpy. Anything
+    else (other FORMAT fields, missing/unphased/haploid calls, any error) raises
+    ``_Fallback`` so the cyvcf2 reference reader handles (and reports) it.
+    """
+    opener = gzip.open if compressed else open
+    sites = _Sites(path, "reference panel")
+    samples: list[str] | None = None
+    n_s = 0
+    width = 0
+    raw: list[np.ndarray] = []  # chunks of genotype bytes [CHUNK, 4S]
+    fill = _CHUNK
+    bar = _progress(progress, "reading panel")
+    pending = b""
+
+    def check_chunk(block: np.ndarray) -> None:
+        if block.size == 0:
+            return
+        if not (block[:, 1::4] == 124).all() or not (block[:, 3:-1:4] == 9).all():
+            raise _Fallback
+        if ((block[:, 0::4] - 48) > 1).any() or ((block[:, 2::4] - 48) > 1).any():
+            raise _Fallback
+
+    try:
+        with opener(path, "rb") as fh:
+            while True:
+                data = fh.read(1 << 24)
+                if not data:
+                    break
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if samples is None:
+                        if line.startswith(b"##"):
+                            continue
+                        if not line.startswith(b"#CHROM"):
+                            raise _Fallback
+                        cols = line.rstrip(b"\r").decode().split("\t")
+                        if len(cols) < 10:
+                            raise _Fallback
+                        samples = cols[9:]
+                        n_s = len(samples)
+                        width = 4 * n_s
+                        continue
+                    parts = line.split(b"\t", 9)
+                    if len(parts) != 10 or parts[8] != b"GT":
+                        raise _Fallback
+                    chrom, pos_b, vid, ref, alt = (parts[i].decode() for i in (0, 1, 2, 3, 4))
+                    try:
+                        pos = int(pos_b)
+                    except ValueError:
+                        raise _Fallback from None
+                    gts = parts[9]
+                    if len(gts) != width - 1:
+                        raise _Fallback
+                    prev_n = sites.n
+                    if not sites.add(chrom, pos, vid, ref, alt.split(",")):
+                        if sites.n < prev_n:  # retracted split multi-allelic record
+                            fill -= 1
+                            if fill == 0:
+                                raw.pop()
+                                fill = _CHUNK
+                        continue
+                    if fill == _CHUNK:
+                        if raw:
+                            check_chunk(raw[-1])
+                        raw.append(np.empty((_CHUNK, width), dtype=np.uint8))
+                        raw[-1][:, -1] = 9
+                        fill = 0
+                    raw[-1][fill, : width - 1] = np.frombuffer(gts, dtype=np.uint8)
+                    fill += 1
+                if bar is not None:
+                    bar.update(len(lines))
+        if pending.strip():  # last line without a newline: fine if complete, else the reference reports
+            raise _Fallback
+    except (EOFError, OSError, gzip.BadGzipFile, UnicodeDecodeError, InputError):
+        raise _Fallback from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if samples is None or n_s == 0:
+        raise _Fallback
+    if raw:
+        raw[-1] = raw[-1][:fill]
+        check_chunk(raw[-1])
+    n = sites.n
+    haps = np.empty((n, 2 * n_s), dtype=np.uint8)
+    row = 0
+    for block in raw:
+        m = block.shape[0]
+        haps[row : row + m, 0::2] = block[:, 0::4] - 48
+        haps[row : row + m, 1::2] = block[:, 2::4] - 48
+        row += m
+    assert row == n
+    return sites, samples, haps
+
+
+def read_panel_file(
+    path: str | os.PathLike,
+    samples: list[str],
+    population_column: int = 1,
+    super_population_column: int | None = 2,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a whitespace table mapping sample -> population (-> super population).
+
+    Column 0 is the sample name; ``population_column`` and ``super_population_column``
+    (0-based; ``None`` or a column absent from the file: no super population) pick the
+    labels, as in 1000 Genomes' ``integrated_call_samples_v3.20130502.ALL.panel``
+    (``sample pop super_pop gender``). A first line whose first field is ``sample``
+    (any case, optionally starting with ``#``) is a header. Samples of ``samples`` absent
+    from the file raise InputError; extra rows are ignored. Returns object arrays [S].
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(path, "no such panel file", "check the path of the sample -> population table")
+    table: dict[str, tuple[str, str | None]] = {}
+    has_super = super_population_column is not None
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            fields = line.split()
+            if not fields or fields[0].startswith("##"):
+                continue
+            if lineno == 1 and fields[0].lstrip("#").lower() in (
+                "sample",
+                "samples",
+                "sample_id",
+                "id",
+                "iid",
+            ):
+                continue
+            if len(fields) <= population_column:
+                raise InputError(
+                    path,
+                    f"{len(fields)} columns, population column {population_column} missing",
+                    "use 'sample population super_population' columns or set population_column",
+                    record=f"line {lineno}",
+                )
+            sup = None
+            if has_super:
+                if len(fields) > super_population_column:
+                    sup = fields[super_population_column]
+                else:
+                    has_super = False
+            if fields[0] in table and table[fields[0]][0] != fields[population_column]:
+                raise InputError(
+                    path,
+                    f"sample {fields[0]} listed twice with different populations",
+                    "keep one row per sample",
+                    record=f"line {lineno}",
+                )
+            table[fields[0]] = (fields[population_column], sup)
+    missing = [s for s in samples if s not in table]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(
+            path,
+            f"{len(missing)} VCF samples have no population: {shown}",
+            "add a row 'sample population super_population' for each, or drop them with bcftools view -S",
+        )
+    pops = np.array([table[s][0] for s in samples], dtype=object)
+    sups = None
+    if has_super and all(table[s][1] is not None for s in samples):
+        sups = np.array([table[s][1] for s in samples], dtype=object)
+    return pops, sups
+
+
+def read_panel(
+    path: str | os.PathLike,
+    panel_file: str | os.PathLike | None = None,
+    population_column: int = 1,
+    super_population_column: int | None = 2,
+    progress: bool = True,
+    engine: str = "auto",
+) -> Panel:
+    """Read a phased reference panel (VCF or BCF, bgzipped or plain) of one contig.
+
+    Keeps biallelic SNPs; multi-allelic records (incl. split ones sharing a position),
+    indels/symbolic alleles and ALT='.' records are skipped and counted in
+    ``Panel.skipped`` (one warning with the counts). Raises InputError (one line: file,
+    record, problem, fix) for: a missing/empty/non-VCF/truncated file, no samples,
+    unphased, missing, haploid or polyploid genotypes, duplicate or unsorted records,
+    several contigs, zero usable sites.
+
+    ``panel_file``: optional sample -> population table (see :func:`read_panel_file`).
+    ``engine``: ``"auto"`` (numpy fast path for plain 'GT'-only VCF text, falling back to
+    cyvcf2 for anything else), ``"cyvcf2"`` (reference path) or ``"text"`` (fast path only;
+    raises RuntimeError where it would fall back; for tests).
+    """
+    path = str(path)
+    kind, compressed = _check_file(path, "reference panel")
+    result = None
+    if kind == "vcf" and engine in ("auto", "text"):
+        try:
+            result = _read_panel_text(path, compressed, progress)
+        except _Fallback:
+            if engine == "text":
+                raise RuntimeError(f"{path}: the fast text reader cannot handle this file") from None
+    elif engine == "text":
+        raise RuntimeError(f"{path}: the fast text reader reads VCF text only")
+    if result is None:
+        result = _read_panel_cyvcf2(path, progress)
+    sites, samples, site_major = result
+    if len(set(samples)) != len(samples):
+        dup = next(s for s in samples if samples.count(s) > 1)
+        raise InputError(
+            path, f"sample {dup} appears twice in the header", "rename or drop one (bcftools view -s)"
+        )
+    sites.finish()
+    pops = sups = None
+    if panel_file is not None:
+        pops, sups = read_panel_file(panel_file, samples, population_column, super_population_column)
+    return Panel(
+        path=path,
+        contig=str(sites.contig),
+        positions=np.asarray(sites.positions, dtype=np.int64),
+        ref=np.array(sites.ref, dtype=object),
+        alt=np.array(sites.alt, dtype=object),
+        ids=np.array(sites.ids, dtype=object),
+        samples=samples,
+        haplotypes=np.ascontiguousarray(site_major.T),
+        populations=pops,
+        super_populations=sups,
+        skipped=dict(sites.skipped),
+    )
