@@ -72,6 +72,7 @@ class Target:
     samples: list[str]
     alleles: np.ndarray  # int8 [S, 2, T]
     phased: np.ndarray  # bool [S, T]
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of records skipped
 
     @property
     def n_sites(self) -> int:
@@ -630,3 +631,118 @@ def read_panel(
         super_populations=sups,
         skipped=dict(sites.skipped),
     )
+
+
+def read_target(path: str | os.PathLike, samples: list[str] | None = None, progress: bool = False) -> Target:
+    """Read target genotypes (VCF/BCF, phased or not, missing calls allowed) of one contig.
+
+    ``samples``: load only these (kept in file order). Site rules as in :func:`read_panel`:
+    biallelic SNPs kept; multi-allelic (incl. split), non-SNP and ALT='.' records skipped
+    and counted in ``Target.skipped``; unsorted/duplicate records, several contigs,
+    haploid/polyploid calls raise InputError. Missing alleles are -1; ``phased`` is the
+    per-call phase flag (False for '/' genotypes).
+    """
+    path = str(path)
+    _check_file(path, "target")
+    vcf = _open_cyvcf2(path, "target")
+    all_samples = list(vcf.samples)
+    if samples is not None:
+        absent = [s for s in samples if s not in set(all_samples)]
+        if absent:
+            shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+            raise InputError(
+                path, f"samples not in the file: {shown}", "check the sample names (bcftools query -l)"
+            )
+        vcf.close()
+        vcf = _open_cyvcf2(path, "target", samples=list(samples))
+    names = list(vcf.samples)
+    if not names:
+        raise InputError(path, "no samples in the header", "the target VCF needs sample genotypes")
+    sites = _Sites(path, "target")
+    width = 3 * len(names)  # allele 0, allele 1, phased flag per sample
+    buf = _HapBuffer(width, dtype=np.int8)
+    bar = _progress(progress, "reading target")
+    for v in _iter_records(vcf, path, sites):
+        prev_n = sites.n
+        if not sites.add(v.CHROM, int(v.POS), v.ID or ".", v.REF, list(v.ALT)):
+            if sites.n < prev_n:
+                buf.pop()
+            continue
+        g = v.genotype.array()
+        if g.shape[1] != 3 or g[:, :2].min() < -1 or g[:, :2].max() > 1:
+            problem = _gt_problem(g, names, allow_missing=True, require_phased=False)
+            if problem is not None:
+                raise InputError(
+                    path,
+                    problem,
+                    "use diploid genotypes with allele indices 0/1 (bcftools norm -m-any splits multi-allelic sites)",
+                    record=f"{v.CHROM}:{v.POS}",
+                )
+        buf.row()[:] = g.reshape(-1)
+        if bar is not None and sites.n_records % 4096 == 0:
+            bar.update(4096)
+    if bar is not None:
+        bar.close()
+    vcf.close()
+    sites.finish()
+    raw = buf.site_major(sites.n).reshape(sites.n, len(names), 3)  # [T, S, 3]
+    alleles = np.ascontiguousarray(raw[:, :, :2].transpose(1, 2, 0))  # [S, 2, T]
+    # a missing call is never "phased" information: '.|.' carries no phase
+    phased = np.ascontiguousarray((raw[:, :, 2] != 0).T)
+    return Target(
+        path=path,
+        contig=str(sites.contig),
+        positions=np.asarray(sites.positions, dtype=np.int64),
+        ref=np.array(sites.ref, dtype=object),
+        alt=np.array(sites.alt, dtype=object),
+        samples=names,
+        alleles=alleles,
+        phased=phased,
+        skipped=dict(sites.skipped),
+    )
+
+
+def _strip_chr(contig: str) -> str:
+    return contig[3:] if contig.lower().startswith("chr") else contig
+
+
+def align_target(target: Target, panel: Panel) -> Alignment:
+    """Match target sites to panel sites by (contig, position, REF, ALT).
+
+    A target site whose position is in the panel but with other alleles, including the
+    swapped REF/ALT pair, counts as an allele mismatch (``panel_index`` -1): swapping
+    would silently flip the allele coding. Raises InputError when the contigs differ
+    (suggesting ``bcftools annotate --rename-chrs`` when only a 'chr' prefix differs) or no
+    target site matches (a genome build or chromosome mismatch).
+    """
+    if target.contig != panel.contig:
+        if _strip_chr(target.contig) == _strip_chr(panel.contig):
+            fix = (
+                f"rename the target's contig with bcftools annotate --rename-chrs (a file with the line "
+                f"'{target.contig} {panel.contig}')"
+            )
+        else:
+            fix = "give a target and a panel of the same chromosome"
+        raise InputError(
+            target.path,
+            f"target contig '{target.contig}' differs from the panel's '{panel.contig}' ({panel.path})",
+            fix,
+            record=f"{target.contig}:{int(target.positions[0]) if target.n_sites else 0}",
+        )
+    t_pos = target.positions
+    j = np.searchsorted(panel.positions, t_pos)
+    j_clip = np.minimum(j, max(panel.n_sites - 1, 0))
+    present = (j < panel.n_sites) & (panel.positions[j_clip] == t_pos) if panel.n_sites else np.zeros(0, bool)
+    same = present & (panel.ref[j_clip] == target.ref) & (panel.alt[j_clip] == target.alt)
+    index = np.where(same, j_clip, -1).astype(np.int64)
+    n_matched = int(same.sum())
+    n_absent = int((~present).sum())
+    n_mismatch = int((present & ~same).sum())
+    if n_matched == 0:
+        raise InputError(
+            target.path,
+            f"no target site matches the panel {panel.path} ({n_absent} of {target.n_sites} positions absent, "
+            f"{n_mismatch} with other alleles)",
+            "check that target and panel use the same genome build (GRCh37 vs GRCh38) and chromosome",
+        )
+    return Alignment(panel_index=index, n_matched=n_matched, n_absent=n_absent, n_allele_mismatch=n_mismatch)
