@@ -1,0 +1,456 @@
+"""Model tests: drop-in shapes, per-site embedding (exact retrieval), key padding mask, RAG paths,
+gradients, heads, parameter counts. Small configs, eval mode where outputs are compared."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+
+import pytest
+import torch
+
+from vcfbert_fast.loss import imputation_loss
+from vcfbert_fast.model import (
+    BERTFoundationModel,
+    BERTWithEmbeddingRAG,
+    BERTWithRAG,
+    HaplotypeEmbedding,
+    ModelConfig,
+    count_parameters,
+    sinusoidal_table,
+)
+from vcfbert_fast.vocab import ALLELE_0, ALLELE_1, EOS, MASK, PAD, SOS, VOCAB_SIZE
+
+D, LAYERS, HEADS = 32, 2, 4
+FEATURES = ("pos", "af", "af_p", "ref", "het", "hom")
+
+
+def small_config(**kw) -> ModelConfig:
+    return ModelConfig(dims=D, n_layers=LAYERS, attn_heads=HEADS, **kw)
+
+
+def make_batch(b: int, length: int, k: int | None = None, rag: str | None = None) -> dict:
+    """Random framed haplotypes with MASK at some sites, features in [0, 1], optional RAG inputs."""
+
+    def haps():
+        h = torch.randint(ALLELE_0, ALLELE_1 + 1, (b, length))
+        h[torch.rand(b, length) < 0.3] = MASK
+        h[:, 0], h[:, -1] = SOS, EOS
+        return h
+
+    x = {"hap_1": haps(), "hap_2": haps()}
+    for name in FEATURES:
+        x[name] = torch.rand(b, length)
+    if rag == "emb":
+        x["rag_emb_h1"] = torch.randn(b, k, length, D)
+        x["rag_emb_h2"] = torch.randn(b, k, length, D)
+    elif rag == "seg":
+        x["rag_seg_h1"] = torch.randint(ALLELE_0, ALLELE_1 + 1, (b, k, length))
+        x["rag_seg_h2"] = torch.randint(ALLELE_0, ALLELE_1 + 1, (b, k, length))
+    return x
+
+
+def with_labels(x: dict) -> dict:
+    b, length = x["hap_1"].shape
+    y = dict(x)
+    l1, l2 = torch.randint(0, 2, (b, length)), torch.randint(0, 2, (b, length))
+    y["hap_1_label"], y["hap_2_label"], y["gt_label"] = l1, l2, 2 * l1 + l2
+    y["mask"] = torch.rand(b, length) < 0.5
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# config and drop-in signatures
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_roundtrip_plain_types(tmp_path):
+    cfg = small_config(dropout=0.05, k_pool="max")
+    d = cfg.to_dict()
+    assert all(isinstance(v, (int, float, str)) for v in d.values())
+    torch.save({"config": d}, tmp_path / "c.pt")
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)["config"]
+    assert ModelConfig.from_dict(loaded) == cfg
+    with pytest.raises(ValueError):
+        ModelConfig.from_dict({**d, "bogus": 1})
+    with pytest.raises(ValueError):
+        ModelConfig(dims=30, attn_heads=4)
+    with pytest.raises(ValueError):
+        ModelConfig(k_pool="sum")
+
+
+@pytest.mark.parametrize("cls", [BERTWithEmbeddingRAG, BERTWithRAG])
+def test_drop_in_signature(cls):
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:6]
+    assert [(p.name, p.default) for p in params] == [
+        ("vocab_size", inspect.Parameter.empty),
+        ("dims", 512),
+        ("n_layers", 12),
+        ("attn_heads", 16),
+        ("dropout", 0.1),
+    ]
+    m = cls(VOCAB_SIZE, 16, 1, 2, 0.0)
+    assert (m.config.dims, m.config.n_layers, m.config.attn_heads) == (16, 1, 2)
+    assert isinstance(m.embedding, HaplotypeEmbedding)
+    assert hasattr(m, "fusion") and hasattr(m, "encoder")
+    with pytest.raises(ValueError):
+        cls(5, config=small_config())
+    m2 = cls.from_config(small_config().to_dict())
+    assert m2.config == small_config()
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes and return types
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls,rag",
+    [(BERTWithEmbeddingRAG, None), (BERTWithEmbeddingRAG, "emb"), (BERTWithRAG, None), (BERTWithRAG, "seg")],
+)
+def test_shapes_and_types(cls, rag):
+    b, length, k = 3, 13, 2
+    bert = cls(VOCAB_SIZE, config=small_config())
+    x = make_batch(b, length, k, rag)
+    out = bert(x)
+    assert isinstance(out, tuple) and len(out) == 4
+    for t in out:
+        assert t.shape == (b, length, D) and t.dtype == torch.float32
+    model = BERTFoundationModel(bert)
+    probs = model(x)
+    assert isinstance(probs, list) and len(probs) == 7
+    assert [tuple(t.shape) for t in probs] == [(b, length, 2), (b, length, 2), (b, length, 4)] + [
+        (b, length, D)
+    ] * 4
+    logits = model.forward_logits(x)
+    assert set(logits) == {"hap1_logits", "hap2_logits", "gt_logits", "h1", "h2", "h1_ori", "h2_ori"}
+
+
+def test_rag_keys_both_or_neither():
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config())
+    x = make_batch(2, 7, 2, "emb")
+    del x["rag_emb_h2"]
+    with pytest.raises(ValueError):
+        bert(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# the embedding: per-site, site weights, weighted Hamming
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["token", "pos", "af"])
+def test_embedding_is_per_site(what):
+    emb = HaplotypeEmbedding(small_config()).eval()
+    n, length = 4, 17
+    tokens = torch.randint(0, VOCAB_SIZE, (n, length))
+    pos, af = torch.rand(n, length), torch.rand(n, length)
+    base = emb(tokens, pos, af)
+    j = int(torch.randint(0, length, ()))
+    tokens2, pos2, af2 = tokens.clone(), pos.clone(), af.clone()
+    if what == "token":
+        tokens2[:, j] = (tokens[:, j] + 1 + torch.randint(0, VOCAB_SIZE - 1, (n,))) % VOCAB_SIZE
+    elif what == "pos":
+        pos2[:, j] = (pos[:, j] + 0.5) % 1.0
+    else:
+        af2[:, j] = (af[:, j] + 0.5) % 1.0
+    out = emb(tokens2, pos2, af2)
+    others = torch.arange(length) != j
+    torch.testing.assert_close(out[:, others], base[:, others], rtol=0, atol=1e-6)
+    assert (out[:, j] - base[:, j]).abs().amax(-1).min() > 1e-3  # every row's site j changed
+
+
+def test_embedding_depends_on_index_not_neighbours():
+    """Site l of a long sequence equals site l of any other sequence with the same (token, pos, af) at l."""
+    emb = HaplotypeEmbedding(small_config()).eval()
+    length = 9
+    t, p, a = torch.randint(0, VOCAB_SIZE, (1, length)), torch.rand(1, length), torch.rand(1, length)
+    t2, p2, a2 = torch.randint(0, VOCAB_SIZE, (1, length)), torch.rand(1, length), torch.rand(1, length)
+    keep = torch.rand(length) < 0.5
+    t2[:, keep], p2[:, keep], a2[:, keep] = t[:, keep], p[:, keep], a[:, keep]
+    torch.testing.assert_close(emb(t2, p2, a2)[:, keep], emb(t, p, a)[:, keep], rtol=0, atol=1e-6)
+
+
+def test_site_weights_brute_force():
+    emb = HaplotypeEmbedding(small_config(dropout=0.3)).double()
+    emb.train()  # site_weights must switch dropout off itself and restore the mode
+    length = 12
+    pos, af = torch.rand(length, dtype=torch.float64), torch.rand(length, dtype=torch.float64)
+    w = emb.site_weights(pos, af, dtype=torch.float64)
+    assert emb.training
+    assert w.shape == (length,) and w.dtype == torch.float64
+    torch.testing.assert_close(emb.site_weights(pos, af, dtype=torch.float64), w)  # no dropout noise
+
+    ref = copy.deepcopy(emb).eval()
+    background = torch.randint(0, VOCAB_SIZE, (length,))
+    expected = torch.empty(length, dtype=torch.float64)
+    with torch.no_grad():
+        for l in range(length):
+            a, b = background.clone(), background.clone()
+            a[l], b[l] = ALLELE_0, ALLELE_1
+            ea = ref(a[None], pos[None], af[None])
+            eb = ref(b[None], pos[None], af[None])
+            expected[l] = ((eb - ea) ** 2).sum()  # whole sequence: only site l may differ
+    torch.testing.assert_close(w, expected, rtol=1e-9, atol=1e-12)
+    assert (w > 0).all()
+
+
+def test_weighted_hamming_equals_embedding_distance():
+    """The retrieval claim: with a shared mask, ||f(q) - f(r)||^2 = sum of w_l over mismatches."""
+    emb = HaplotypeEmbedding(small_config()).double().eval()
+    length, n_refs = 20, 6
+    pos, af = torch.rand(length, dtype=torch.float64), torch.rand(length, dtype=torch.float64)
+    framed = torch.ones(length, dtype=torch.bool)
+    framed[0] = framed[-1] = False
+    masked = (torch.rand(length) < 0.3) & framed
+
+    def frame(alleles):
+        t = torch.where(alleles.bool(), ALLELE_1, ALLELE_0)
+        t[..., 0], t[..., -1] = SOS, EOS
+        return torch.where(masked, MASK, t)
+
+    q_bits = torch.randint(0, 2, (length,))
+    r_bits = torch.randint(0, 2, (n_refs, length))
+    q, r = frame(q_bits), frame(r_bits)
+    with torch.no_grad():
+        eq = emb(q[None], pos[None], af[None])
+        er = emb(r, pos[None].expand(n_refs, -1), af[None].expand(n_refs, -1))
+    dist = ((er - eq) ** 2).sum((-1, -2))
+    w = emb.site_weights(pos, af, dtype=torch.float64)
+    mismatch = (r_bits != q_bits) & framed & ~masked
+    torch.testing.assert_close(dist, (mismatch.double() * w).sum(-1), rtol=1e-9, atol=1e-9)
+
+
+def test_positions_beyond_table():
+    cfg = small_config(max_len=8)
+    emb = HaplotypeEmbedding(cfg).eval()
+    length = 15
+    assert torch.equal(emb.positions(length, torch.device("cpu")), sinusoidal_table(length, D))
+    assert emb(
+        torch.randint(0, VOCAB_SIZE, (2, length)), torch.rand(2, length), torch.rand(2, length)
+    ).shape == (
+        2,
+        length,
+        D,
+    )
+    # independent formula for one entry
+    p, i = 11, 3  # dim 2*i -> sin(p / 10000^(2i/D))
+    assert math.isclose(
+        float(sinusoidal_table(length, D)[p, 2 * i]), math.sin(p / 10000 ** (2 * i / D)), abs_tol=1e-6
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# attention mask, RAG paths
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls,rag", [(BERTWithEmbeddingRAG, "emb"), (BERTWithEmbeddingRAG, None), (BERTWithRAG, "seg")]
+)
+def test_padding_does_not_leak(cls, rag):
+    """A short item padded into a longer batch (with attention_mask) equals the item run alone."""
+    model = BERTFoundationModel(cls(VOCAB_SIZE, config=small_config())).eval()
+    long_len, short_len, k = 14, 9, 2
+    batch = make_batch(2, long_len, k, rag)
+    batch["hap_1"][1, short_len:] = PAD
+    batch["hap_2"][1, short_len:] = PAD
+    attention_mask = torch.ones(2, long_len, dtype=torch.bool)
+    attention_mask[1, short_len:] = False
+    # item 1 alone, unpadded (rag tensors are [B, K, L, ...], the rest [B, L])
+    alone = {
+        key: v[1:2, :, :short_len] if key.startswith("rag_") else v[1:2, :short_len]
+        for key, v in batch.items()
+    }
+    with torch.no_grad():
+        padded = model.forward_logits({**batch, "attention_mask": attention_mask})
+        single = model.forward_logits(alone)
+        unmasked = model.forward_logits(batch)
+    for key in ("h1", "h2", "hap1_logits", "gt_logits"):
+        torch.testing.assert_close(padded[key][1:2, :short_len], single[key], rtol=1e-5, atol=1e-5)
+    # without the mask the padding does leak (so the comparison above can fail)
+    assert (unmasked["h1"][1:2, :short_len] - single["h1"]).abs().max() > 1e-4
+    # the full-length item is unaffected by the mask
+    torch.testing.assert_close(padded["h1"][0], unmasked["h1"][0], rtol=1e-5, atol=1e-5)
+
+
+def test_v18_matches_manual_composition():
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config()).eval()
+    x = make_batch(2, 10, 3, "emb")
+    with torch.no_grad():
+        h1, h2, e1, e2 = bert(x)
+        for hap, rag, h, e in (("hap_1", "rag_emb_h1", h1, e1), ("hap_2", "rag_emb_h2", h2, e2)):
+            emb = bert.embedding(x[hap], x["pos"], x["af"])
+            torch.testing.assert_close(e, emb)
+            fused = bert.fusion(emb, x[rag].mean(1), x["af"])
+            torch.testing.assert_close(h, bert.encoder(fused), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                bert({k: v for k, v in x.items() if "rag" not in k})[0 if hap == "hap_1" else 1],
+                bert.encoder(emb),
+                rtol=1e-5,
+                atol=1e-5,
+            )
+
+
+def test_v17_encodes_references_fully():
+    bert = BERTWithRAG(VOCAB_SIZE, config=small_config()).eval()
+    k, length = 3, 10
+    x = make_batch(2, length, k, "seg")
+    with torch.no_grad():
+        h1, h2, _, _ = bert(x)
+        for hap, seg, h in (("hap_1", "rag_seg_h1", h1), ("hap_2", "rag_seg_h2", h2)):
+            enc = torch.stack(
+                [bert.encoder(bert.embedding(x[seg][:, i], x["pos"], x["af"])) for i in range(k)], dim=1
+            )
+            fused = bert.fusion(bert.embedding(x[hap], x["pos"], x["af"]), enc.mean(1), x["af"])
+            torch.testing.assert_close(h, bert.encoder(fused), rtol=1e-5, atol=1e-5)
+
+
+def test_rag_changes_output_and_max_pool():
+    for pool in ("mean", "max"):
+        bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config(k_pool=pool)).eval()
+        x = make_batch(2, 10, 4, "emb")
+        plain = {k: v for k, v in x.items() if "rag" not in k}
+        other = {**x, "rag_emb_h1": torch.randn_like(x["rag_emb_h1"])}
+        with torch.no_grad():
+            h_rag, h_plain, h_other = bert(x)[0], bert(plain)[0], bert(other)[0]
+            assert (h_rag - h_plain).abs().max() > 1e-3
+            assert (h_rag - h_other).abs().max() > 1e-3
+            # order of the K references does not matter (pooling is symmetric)
+            perm = {**x, "rag_emb_h1": x["rag_emb_h1"][:, torch.randperm(4)]}
+            torch.testing.assert_close(bert(perm)[0], h_rag, rtol=1e-5, atol=1e-5)
+            # the embedding outputs (h_ori) do not see the references
+            torch.testing.assert_close(bert(x)[2], bert(plain)[2])
+
+
+def test_rag_gate_prefers_rare_sites_at_init():
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config()).eval()
+    n, length = 2, 6
+    x = torch.randn(n, length, D)
+    pooled = torch.randn(n, length, D)
+    with torch.no_grad():
+        upd = bert.fusion.update(torch.cat([x, pooled], -1))
+        rare = bert.fusion(x, pooled, torch.full((n, length), 0.001))
+        common = bert.fusion(x, pooled, torch.full((n, length), 0.5))
+    gate_rare = ((rare - x) / upd).median()
+    gate_common = ((common - x) / upd).median()
+    assert 0 < gate_common < gate_rare < 1
+
+
+def test_bf16_rag_store_is_cast():
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config()).eval()
+    x = make_batch(2, 8, 3, "emb")
+    x16 = {**x, "rag_emb_h1": x["rag_emb_h1"].bfloat16(), "rag_emb_h2": x["rag_emb_h2"].bfloat16()}
+    x32 = {**x, "rag_emb_h1": x16["rag_emb_h1"].float(), "rag_emb_h2": x16["rag_emb_h2"].float()}
+    with torch.no_grad():
+        out16, out32 = bert(x16), bert(x32)
+    for a, b in zip(out16, out32):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # a bf16 model reads an fp32 store too
+    with torch.no_grad():
+        out = bert.to(torch.bfloat16)(x32)
+    assert out[0].dtype == torch.bfloat16 and torch.isfinite(out[0].float()).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# gradients
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls,rag", [(BERTWithEmbeddingRAG, "emb"), (BERTWithRAG, "seg")])
+def test_gradients_reach_everything(cls, rag):
+    model = BERTFoundationModel(cls(VOCAB_SIZE, config=small_config()))
+    model.train()
+    batch = with_labels(make_batch(3, 11, 2, rag))
+    if rag == "emb":
+        batch["rag_emb_h1"].requires_grad_(True)
+        batch["rag_emb_h2"].requires_grad_(True)
+    total, parts = imputation_loss(model.forward_logits(batch), batch)
+    total.backward()
+    assert set(parts) == {"hap1", "hap2", "gt", "total"}
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    if rag == "emb":
+        for key in ("rag_emb_h1", "rag_emb_h2"):
+            g = batch[key].grad
+            assert g is not None and g.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# heads
+# ---------------------------------------------------------------------------------------------
+
+
+def test_probabilities_are_softmax_of_logits():
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config())).eval()
+    x = make_batch(2, 9, 2, "emb")
+    with torch.no_grad():
+        probs = model(x)
+        logits = model.forward_logits(x)
+    names = ("hap1_logits", "hap2_logits", "gt_logits")
+    for p, name in zip(probs[:3], names):
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+        torch.testing.assert_close(p, torch.softmax(logits[name].float(), -1))
+    for p, name in zip(probs[3:], ("h1_ori", "h2_ori", "h1", "h2")):
+        torch.testing.assert_close(p, logits[name])
+
+
+def test_genotype_head_base_is_product_of_haplotypes():
+    """With the correction MLP silenced, P(gt = 2a + b) = P1(a) * P2(b)."""
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config())).eval()
+    with torch.no_grad():
+        model.gt_head[2].weight.zero_()
+        model.gt_head[2].bias.zero_()
+        p1, p2, gt = model(make_batch(2, 9))[:3]
+    expected = torch.stack(
+        [p1[..., 0] * p2[..., 0], p1[..., 0] * p2[..., 1], p1[..., 1] * p2[..., 0], p1[..., 1] * p2[..., 1]],
+        dim=-1,
+    )
+    torch.testing.assert_close(gt, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_heads_use_their_features():
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config())).eval()
+    x = make_batch(2, 9)
+    with torch.no_grad():
+        base = model.forward_logits(x)
+        afp = model.forward_logits({**x, "af_p": torch.rand_like(x["af_p"])})
+        het = model.forward_logits({**x, "het": torch.rand_like(x["het"])})
+    assert (afp["hap1_logits"] - base["hap1_logits"]).abs().max() > 0
+    torch.testing.assert_close(afp["h1"], base["h1"])  # af_p only feeds the head
+    torch.testing.assert_close(het["hap1_logits"], base["hap1_logits"])
+    assert (het["gt_logits"] - base["gt_logits"]).abs().max() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parameter counts
+# ---------------------------------------------------------------------------------------------
+
+
+def hand_count(d: int, layers: int, ffn: int = 4, nf: int = 32, vocab: int = VOCAB_SIZE) -> dict:
+    lin = lambda i, o, bias=True: i * o + (o if bias else 0)
+    embedding = vocab * d + nf + lin(2 * nf, d) + lin(d, d) + lin(d + 2, d) + lin(d, d) + 2 * d
+    fusion = lin(2 * d, d) + lin(d, d) + lin(3, 32) + lin(32, 1) + 1
+    block = 2 * d + lin(d, 3 * d) + lin(d, d) + 2 * d + lin(d, ffn * d) + lin(ffn * d, d)
+    encoder = layers * block + 2 * d
+    heads = lin(d + 2, d) + lin(d, 2) + lin(7, 32) + lin(32, 4)
+    return {
+        "total": embedding + fusion + encoder + heads,
+        "embedding": embedding,
+        "encoder": encoder,
+        "fusion": fusion,
+        "heads": heads,
+    }
+
+
+def test_parameter_counts_seed_config():
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, 192, 10, 6, 0.1)
+    counts = count_parameters(BERTFoundationModel(bert))
+    print("seed config (dims 192, 10 layers, 6 heads):", counts)
+    assert counts == hand_count(192, 10)
+    assert counts["encoder"] == 10 * (12 * 192**2 + 13 * 192) + 2 * 192  # 12 D^2 + 13 D per pre-LN block
+    bare = count_parameters(bert)
+    assert bare["heads"] == 0 and bare["total"] == counts["total"] - counts["heads"]

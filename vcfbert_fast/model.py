@@ -1,0 +1,469 @@
+"""The drop-in models: V18 "Embedding RAG" BERT, the V17 "token RAG" baseline, and the heads.
+
+Readable in one sitting (nanoGPT-style). Data shapes: B samples, two haplotypes each, L tokens
+(``[SOS, a_1..a_n, EOS]``), D model dims, K retrieved references. Both haplotypes go through one
+encoder pass as a ``[2B, L, D]`` batch. Deliberate differences from the original: docs/MODEL.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vocab import ALLELE_0, ALLELE_1, VOCAB_SIZE
+
+__all__ = [
+    "BERTFoundationModel",
+    "BERTWithEmbeddingRAG",
+    "BERTWithRAG",
+    "HaplotypeEmbedding",
+    "ModelConfig",
+    "RAGFusion",
+    "TransformerEncoder",
+    "count_parameters",
+    "sinusoidal_table",
+]
+
+
+@dataclass
+class ModelConfig:
+    """Model hyper-parameters. ``to_dict()`` holds plain types only (weights_only-safe checkpoints)."""
+
+    vocab_size: int = VOCAB_SIZE
+    dims: int = 512
+    n_layers: int = 12
+    attn_heads: int = 16
+    dropout: float = 0.1
+    ffn_mult: int = 4
+    n_af_freqs: int = 32
+    max_len: int = 1030  # length of the precomputed sinusoidal table; longer inputs compute their own
+    k_pool: str = "mean"  # how the K references are pooled: "mean" or "max"
+
+    def __post_init__(self) -> None:
+        if self.dims % self.attn_heads:
+            raise ValueError(f"dims ({self.dims}) must be divisible by attn_heads ({self.attn_heads})")
+        if self.dims % 2:
+            raise ValueError(f"dims ({self.dims}) must be even (sinusoidal positions pair sin/cos)")
+        if self.k_pool not in ("mean", "max"):
+            raise ValueError(f"k_pool must be 'mean' or 'max', not {self.k_pool!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def sinusoidal_table(length: int, dims: int) -> torch.Tensor:
+    """Classic Transformer positions ``[length, dims]`` float32: sin on even dims, cos on odd."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    inv = torch.exp(torch.arange(0, dims, 2, dtype=torch.float64) * (-math.log(10000.0) / dims))
+    table = torch.zeros(length, dims, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)
+    return table.float()
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding (purely per-site: what makes retrieval an exact weighted Hamming search)
+# ----------------------------------------------------------------------------------------------
+
+
+class HaplotypeEmbedding(nn.Module):
+    """token + sinusoidal position + AF Fourier features, then a per-site fusion with pos/af, LayerNorm.
+
+    Output at site ``l`` depends only on ``tokens[:, l], pos[:, l], af[:, l]`` and ``l``: no
+    attention or convolution across sites. So for a query and a reference that share the mask,
+    ``||f(q) - f(r)||^2 = sum over mismatching unmasked sites of w_l`` (see ``site_weights``).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d, nf = config.dims, config.n_af_freqs
+        self.dims = d
+        self.token = nn.Embedding(config.vocab_size, d)
+        # Learnable AF frequencies, log-spaced 0.5..256 cycles per unit AF so that rare variants
+        # (AF ~ 1e-3) are resolved as well as common ones.
+        self.af_freqs = nn.Parameter(torch.logspace(-1.0, 8.0, nf, base=2.0))
+        self.af_mlp = _mlp(2 * nf, d, d)
+        self.site_mlp = _mlp(d + 2, d, d)  # per-site fusion of the embedding with pos and af
+        self.norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(config.dropout)
+        self.register_buffer("pe", sinusoidal_table(config.max_len, d), persistent=False)
+
+    def positions(self, length: int, device: torch.device) -> torch.Tensor:
+        if length <= self.pe.shape[0]:
+            return self.pe[:length]
+        return sinusoidal_table(length, self.dims).to(device)
+
+    def af_features(self, af: torch.Tensor) -> torch.Tensor:
+        """``[..., L] -> [..., L, 2F]`` sin/cos of 2*pi*f*af, computed in float32 (precision at high f)."""
+        angle = (2.0 * math.pi) * af.float()[..., None] * self.af_freqs.float()
+        return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, af: torch.Tensor) -> torch.Tensor:
+        """``tokens`` int64 ``[N, L]``, ``pos``/``af`` float ``[N, L]`` -> ``[N, L, D]``."""
+        dtype = self.token.weight.dtype
+        length = tokens.shape[-1]
+        x = self.token(tokens)
+        x = x + self.positions(length, tokens.device).to(dtype)
+        x = x + self.af_mlp(self.af_features(af).to(dtype))
+        site = torch.stack([pos, af], dim=-1).to(x.dtype)
+        x = x + self.site_mlp(torch.cat([x, site], dim=-1))
+        return self.drop(self.norm(x))
+
+    @torch.no_grad()
+    def site_weights(self, pos: torch.Tensor, af: torch.Tensor, dtype: torch.dtype = torch.float32):
+        """Per-site weights ``w_l = ||f_l(ALLELE_1) - f_l(ALLELE_0)||^2`` for one framed window.
+
+        ``pos``/``af`` are ``[L]`` (framed like the tokens; ``w`` at SOS/EOS/PAD is meaningless
+        but harmless, since query and reference carry the same token there). Computed in eval
+        mode (no dropout), autocast off, squared differences accumulated in float64; the
+        Hamming retriever calls this at every refresh: O(L*D), not O(N*L*D).
+        """
+        if pos.dim() != 1 or pos.shape != af.shape:
+            raise ValueError(
+                f"site_weights wants pos and af of shape [L]; got {tuple(pos.shape)}, {tuple(af.shape)}"
+            )
+        device = self.token.weight.device
+        length = pos.shape[0]
+        tokens = torch.tensor([ALLELE_0, ALLELE_1], device=device)[:, None].expand(2, length)
+        pos2 = pos.to(device).float()[None].expand(2, length)
+        af2 = af.to(device).float()[None].expand(2, length)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.autocast(device_type=device.type, enabled=False):
+                out = self.forward(tokens, pos2, af2)
+        finally:
+            self.train(was_training)
+        diff = out[1].double() - out[0].double()
+        return diff.pow(2).sum(-1).to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# RAG fusion (V18): pool the K references, AF-gated residual MLP
+# ----------------------------------------------------------------------------------------------
+
+
+def rare_indicator(af: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """0 at MAF 0.5 rising log-like to 1 at MAF 0: ``log(0.5/(maf+eps)) / log(0.5/eps)``."""
+    maf = torch.minimum(af, 1.0 - af).clamp(0.0, 0.5)
+    return (torch.log(0.5 / (maf + eps)) / math.log(0.5 / eps)).clamp(0.0, 1.0)
+
+
+class RAGFusion(nn.Module):
+    """``fused = x + gate(af) * MLP([x, pooled])`` with ``gate = sigmoid(MLP([af, 1-af, rare]) + b*rare)``.
+
+    The learnable ``rare_boost`` b starts at 1, so at initialisation rare sites (where the
+    query's own context says least) take more of the references than common ones; training
+    may change that. Purely per-site, like the embedding.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.dims
+        self.k_pool = config.k_pool
+        self.update = _mlp(2 * d, d, d)
+        self.gate = _mlp(3, 32, 1)
+        self.rare_boost = nn.Parameter(torch.ones(()))
+        self.drop = nn.Dropout(config.dropout)
+
+    def pool(self, refs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``[N, K, L, D] -> [N, L, D]`` in ``dtype`` (a bf16 store is read as is, reduced in fp32)."""
+        if self.k_pool == "max":
+            return refs.amax(dim=1).to(dtype)
+        if refs.dtype == dtype:
+            return refs.mean(dim=1)
+        return refs.mean(dim=1, dtype=torch.float32).to(dtype)
+
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor, af: torch.Tensor) -> torch.Tensor:
+        afc = af.float()
+        rare = rare_indicator(afc)
+        feats = torch.stack([afc, 1.0 - afc, rare], dim=-1).to(x.dtype)
+        gate = torch.sigmoid(self.gate(feats) + self.rare_boost * rare[..., None].to(x.dtype))
+        upd = self.update(torch.cat([x, pooled.to(x.dtype)], dim=-1))
+        return x + gate * self.drop(upd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Transformer encoder (pre-LN, SDPA, fused QKV)
+# ----------------------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.dims
+        self.n_heads = config.attn_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        n, length, d = x.shape
+        q, k, v = self.qkv(x).view(n, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(n, length, d)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.dims
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = SelfAttention(config)
+        self.ln2 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(
+            nn.Linear(d, config.ffn_mult * d),
+            nn.GELU(),
+            nn.Linear(config.ffn_mult * d, d),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), attn_mask)
+        return x + self.ffn(self.ln2(x))
+
+
+class TransformerEncoder(nn.Module):
+    """Pre-LN blocks then a final LayerNorm. ``attention_mask`` [N, L] bool, True = real token."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.LayerNorm(config.dims)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # Only build an SDPA mask when asked: window-grouped batches need none, and without one
+        # the flash/cuDNN kernels stay available.
+        attn_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.norm(x)
+
+
+def _init_weights(module: nn.Module, n_layers: int) -> None:
+    """nanoGPT-style: N(0, 0.02) linears, zero biases, residual projections scaled by 1/sqrt(2*layers).
+
+    The token embedding keeps PyTorch's N(0, 1) so it is not drowned by the unit-amplitude
+    sinusoidal positions before the LayerNorm.
+    """
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear):
+            std = 0.02
+            if name.endswith(("attn.proj", "ffn.2")):
+                std = 0.02 / math.sqrt(2 * n_layers)
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# The drop-in BERTs
+# ----------------------------------------------------------------------------------------------
+
+
+class _HaplotypeBERT(nn.Module):
+    """Shared body: embedding, RAG fusion, encoder; both haplotypes in one ``[2B, L, D]`` pass."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dims: int = 512,
+        n_layers: int = 12,
+        attn_heads: int = 16,
+        dropout: float = 0.1,
+        *,
+        config: ModelConfig | dict | None = None,
+        **extra,
+    ):
+        super().__init__()
+        if config is None:
+            config = ModelConfig(vocab_size, dims, n_layers, attn_heads, dropout, **extra)
+        else:  # a given config wins over the positional defaults; vocab must still agree
+            if isinstance(config, dict):
+                config = ModelConfig.from_dict(config)
+            if extra:
+                raise ValueError(f"pass either config= or extra keywords, not both: {sorted(extra)}")
+            if vocab_size != config.vocab_size:
+                raise ValueError(f"vocab_size {vocab_size} != config.vocab_size {config.vocab_size}")
+        self.config = config
+        self.embedding = HaplotypeEmbedding(config)
+        self.fusion = RAGFusion(config)
+        self.encoder = TransformerEncoder(config)
+        _init_weights(self, config.n_layers)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | dict):
+        config = ModelConfig.from_dict(config) if isinstance(config, dict) else config
+        return cls(config.vocab_size, config=config)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.token.weight.dtype
+
+    def _pooled_references(self, x: dict, pos: torch.Tensor, af: torch.Tensor, mask) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def forward_cat(self, x: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h [2B, L, D], emb [2B, L, D])``: rows ``:B`` are hap_1, ``B:`` hap_2 (no split copies)."""
+        tokens = torch.cat([x["hap_1"], x["hap_2"]], dim=0)
+        pos = torch.cat([x["pos"], x["pos"]], dim=0)
+        af = torch.cat([x["af"], x["af"]], dim=0)
+        mask = x.get("attention_mask")
+        if mask is not None:
+            mask = torch.cat([mask, mask], dim=0).bool()
+        emb = self.embedding(tokens, pos, af)
+        pooled = self._pooled_references(x, pos, af, mask)
+        h = emb if pooled is None else self.fusion(emb, pooled, af)
+        return self.encoder(h, mask), emb
+
+    def forward(self, x: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``(h1, h2, h1_ori, h2_ori)``: encoder outputs, then (pre-fusion) embeddings."""
+        h, emb = self.forward_cat(x)
+        h1, h2 = h.chunk(2, dim=0)
+        e1, e2 = emb.chunk(2, dim=0)
+        return h1, h2, e1, e2
+
+
+def _rag_pair(x: dict, k1: str, k2: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    has1, has2 = x.get(k1) is not None, x.get(k2) is not None
+    if has1 != has2:
+        raise ValueError(f"give both {k1} and {k2} or neither")
+    return (x[k1], x[k2]) if has1 else None
+
+
+class BERTWithEmbeddingRAG(_HaplotypeBERT):
+    """V18: reference *embeddings* ``rag_emb_h1/h2 [B, K, L, D]`` pooled over K and fused at the input.
+
+    One encoder pass for the queries; the references cost a gather and a mean, not an encoder
+    pass. No ``rag_emb_*`` keys -> plain BERT (fusion skipped).
+    """
+
+    def _pooled_references(self, x, pos, af, mask):
+        pair = _rag_pair(x, "rag_emb_h1", "rag_emb_h2")
+        if pair is None:
+            return None
+        # pool each haplotype's refs separately, then concat: avoids copying the [2B, K, L, D] tensor
+        return torch.cat([self.fusion.pool(r, self.dtype) for r in pair], dim=0)
+
+
+class BERTWithRAG(_HaplotypeBERT):
+    """V17 baseline: reference *token* sequences ``rag_seg_h1/h2 [B, K, L]`` run through the
+    embedding and the full encoder (K extra encoder passes per haplotype: V17's cost), are
+    pooled over K, fused into the query embedding by the same gated MLP, then the query is encoded.
+    """
+
+    def _pooled_references(self, x, pos, af, mask):
+        pair = _rag_pair(x, "rag_seg_h1", "rag_seg_h2")
+        if pair is None:
+            return None
+        segs = torch.cat(pair, dim=0)  # [2B, K, L]
+        n, k, length = segs.shape
+        ref_mask = None if mask is None else mask.repeat_interleave(k, dim=0)
+        ref = self.embedding(
+            segs.reshape(n * k, length), pos.repeat_interleave(k, dim=0), af.repeat_interleave(k, dim=0)
+        )
+        ref = self.encoder(ref, ref_mask).view(n, k, length, -1)
+        return self.fusion.pool(ref, ref.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Heads
+# ----------------------------------------------------------------------------------------------
+
+
+class BERTFoundationModel(nn.Module):
+    """Haplotype head (2 classes from ``[h, af, af_p]``) and genotype head (4 phased classes).
+
+    The genotype logits are ``log p1(a) + log p2(b)`` (class ``2a + b``: the independent
+    combination of the two haplotype predictions) plus an MLP correction from both haplotypes'
+    log-probabilities and ref/het/hom. Heads produce *logits*; ``forward`` softmaxes once for
+    drop-in callers, ``forward_logits`` is what training and the loss use.
+    """
+
+    def __init__(self, bert: _HaplotypeBERT):
+        super().__init__()
+        self.bert = bert
+        d = bert.config.dims
+        self.hap_head = _mlp(d + 2, d, 2)
+        self.gt_head = _mlp(7, 32, 4)
+        _init_weights(self.hap_head, bert.config.n_layers)
+        _init_weights(self.gt_head, bert.config.n_layers)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.bert.config
+
+    def forward_logits(self, x: dict) -> dict[str, torch.Tensor]:
+        h, emb = self.bert.forward_cat(x)
+        af = torch.cat([x["af"], x["af"]], dim=0)
+        af_p = torch.cat([x["af_p"], x["af_p"]], dim=0)
+        feat = torch.cat([h, torch.stack([af, af_p], dim=-1).to(h.dtype)], dim=-1)
+        hap_logits = self.hap_head(feat)  # [2B, L, 2]
+        logp = torch.log_softmax(hap_logits.float(), dim=-1)
+        lp1, lp2 = logp.chunk(2, dim=0)
+        base = (lp1[..., :, None] + lp2[..., None, :]).flatten(-2)  # [B, L, 4], class 2a + b
+        gt_feat = torch.cat([lp1, lp2, torch.stack([x["ref"], x["het"], x["hom"]], dim=-1).float()], dim=-1)
+        gt_logits = base + self.gt_head(gt_feat.to(self.gt_head[0].weight.dtype)).float()
+        hap1_logits, hap2_logits = hap_logits.chunk(2, dim=0)
+        h1, h2 = h.chunk(2, dim=0)
+        e1, e2 = emb.chunk(2, dim=0)
+        return {
+            "hap1_logits": hap1_logits,
+            "hap2_logits": hap2_logits,
+            "gt_logits": gt_logits,
+            "h1": h1,
+            "h2": h2,
+            "h1_ori": e1,
+            "h2_ori": e2,
+        }
+
+    def forward(self, x: dict) -> list[torch.Tensor]:
+        """Drop-in: ``[hap1_probs, hap2_probs, gt_probs, h1_ori, h2_ori, h1, h2]`` (float32 probs)."""
+        o = self.forward_logits(x)
+        return [
+            torch.softmax(o["hap1_logits"].float(), dim=-1),
+            torch.softmax(o["hap2_logits"].float(), dim=-1),
+            torch.softmax(o["gt_logits"].float(), dim=-1),
+            o["h1_ori"],
+            o["h2_ori"],
+            o["h1"],
+            o["h2"],
+        ]
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Unique parameter counts: total, embedding, encoder, fusion, heads (anything outside the BERT)."""
+    bert = model.bert if isinstance(model, BERTFoundationModel) else model
+
+    def n(mod: nn.Module) -> int:
+        return sum(p.numel() for p in {id(p): p for p in mod.parameters()}.values())
+
+    total = n(model)
+    return {
+        "total": total,
+        "embedding": n(bert.embedding),
+        "encoder": n(bert.encoder),
+        "fusion": n(bert.fusion),
+        "heads": total - n(bert),
+    }
