@@ -55,7 +55,7 @@ def test_written_vcf_is_sorted_indexed_consistent(tmp_path):
     import cyvcf2
 
     rng = np.random.default_rng()
-    sites, unph = _random_sites(rng)
+    sites, _unph = _random_sites(rng)
     m, s = sites.hds.shape[:2]
     samples = [f"T{i}" for i in range(s)]
     # pass-through records: a target site absent from the panel, one before, one at a panel position, one after

@@ -135,7 +135,7 @@ class BgzfWriter:
     """Minimal BGZF (blocked gzip) writer: valid for tabix/bcftools/htslib and plain gzip readers."""
 
     def __init__(self, path: str, level: int = 4):
-        self._fh = open(path, "wb")
+        self._fh = open(path, "wb")  # noqa: SIM115 (closed in close())
         self._buf = bytearray()
         self._level = level
 
@@ -195,8 +195,10 @@ def header_lines(
         f"##source=vcfbert-fast {__version__}",
         contig_line,
         '##INFO=<ID=AF,Number=A,Type=Float,Description="Estimated ALT allele frequency (mean HDS over target haplotypes)">',
-        '##INFO=<ID=DR2,Number=A,Type=Float,Description="Estimated dosage r-squared: var(HDS)/(AF*(1-AF)) over '
-        'target haplotypes (minimac Rsq formula), clipped to [0,1]">',
+        (
+            '##INFO=<ID=DR2,Number=A,Type=Float,Description="Estimated dosage r-squared: var(HDS)/(AF*(1-AF)) '
+            'over target haplotypes (minimac Rsq formula), clipped to [0,1]">'
+        ),
         '##INFO=<ID=IMP,Number=0,Type=Flag,Description="Imputed marker (not typed in the target)">',
         '##INFO=<ID=TYPED,Number=0,Type=Flag,Description="Typed marker: genotypes are the input calls">',
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype (phased best guess at imputed markers)">',
