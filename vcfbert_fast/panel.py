@@ -114,7 +114,19 @@ class _Fallback(Exception):
     """The fast text path met something it does not handle; rerun with the cyvcf2 reference path."""
 
 
-def _check_file(path: str | os.PathLike, role: str) -> tuple[str, bool]:
+def _verify_gzip_stream(path: str | os.PathLike) -> None:
+    """Decompress a plain (non-BGZF) gzip file to its end: htslib reads a truncated one without complaint."""
+    try:
+        with gzip.open(path, "rb") as g:
+            while g.read(1 << 24):
+                pass
+    except (OSError, EOFError) as exc:
+        raise InputError(
+            path, f"truncated or corrupt gzip file ({exc})", "re-download or re-create it (bgzip)"
+        ) from None
+
+
+def _check_file(path: str | os.PathLike, role: str, verify_gzip: bool = False) -> tuple[str, bool]:
     """Validate that ``path`` looks like a complete VCF/BCF; return (kind 'vcf'|'bcf', compressed).
 
     Catches what htslib reports badly or not at all: a missing or empty file, text that
@@ -135,6 +147,8 @@ def _check_file(path: str | os.PathLike, role: str) -> tuple[str, bool]:
     compressed = head[:2] == b"\x1f\x8b"
     if compressed:
         is_bgzf = len(head) >= 16 and bool(head[3] & 4) and head[12:14] == b"BC"
+        if not is_bgzf and verify_gzip:
+            _verify_gzip_stream(path)
         if is_bgzf:
             with open(p, "rb") as fh:
                 fh.seek(max(0, size - len(_BGZF_EOF)))
@@ -315,14 +329,14 @@ def _gt_problem(g: np.ndarray, samples: list[str], allow_missing: bool, require_
         s = samples[int(bad[0])] if bad.size else samples[0]
         return f"polyploid genotype ({g.shape[1] - 1} alleles) for sample {s}"
     a = g[:, :2]
-    hap = np.flatnonzero(a[:, 1] == -2)
-    if hap.size:
-        return f"haploid genotype for sample {samples[int(hap[0])]}"
     if not allow_missing:
         miss = np.flatnonzero((a == -1).any(axis=1))
         if miss.size:
             return f"missing genotype for sample {samples[int(miss[0])]}"
-    big = np.flatnonzero((a > 1).any(axis=1) | (a < -1).any(axis=1))
+    hap = np.flatnonzero((a[:, 1] == -2) & (a[:, 0] != -1))  # '.' alone is a missing call, not haploid
+    if hap.size:
+        return f"haploid genotype for sample {samples[int(hap[0])]}"
+    big = np.flatnonzero((a > 1).any(axis=1) | (a[:, 0] < -1))
     if big.size:
         return f"allele index {int(a[big[0]].max())} out of range for sample {samples[int(big[0])]}"
     if require_phased:
@@ -342,6 +356,10 @@ def _open_cyvcf2(path: str, role: str, samples: list[str] | None = None):
     return vcf
 
 
+def _after(sites: _Sites) -> str:
+    return f"after {sites.contig}:{sites.prev_pos}" if sites.prev_pos > 0 else "first record"
+
+
 def _iter_records(vcf, path: str, sites: _Sites):
     """Iterate cyvcf2 records, turning htslib parse failures into InputError naming the last good record."""
     it = iter(vcf)
@@ -351,9 +369,8 @@ def _iter_records(vcf, path: str, sites: _Sites):
         except StopIteration:
             return
         except Exception as exc:  # noqa: BLE001  (cyvcf2 raises a bare Exception on a malformed line)
-            after = f"after {sites.contig}:{sites.prev_pos}" if sites.prev_pos > 0 else "first record"
             raise InputError(
-                path, f"malformed record ({exc})", "check the file with bcftools view", record=after
+                path, f"malformed record ({exc})", "check the file with bcftools view", record=_after(sites)
             ) from None
         yield v
 
@@ -368,6 +385,7 @@ def _progress(progress: bool, desc: str):
 
 def _read_panel_cyvcf2(path: str, progress: bool) -> tuple[_Sites, list[str], np.ndarray]:
     """Reference reader: any VCF/BCF htslib can parse; one ``genotype.array()`` per record."""
+    _check_file(path, "reference panel", verify_gzip=True)
     vcf = _open_cyvcf2(path, "reference panel")
     samples = list(vcf.samples)
     if not samples:
@@ -482,7 +500,11 @@ def _read_panel_text(path: str, compressed: bool, progress: bool) -> tuple[_Site
                     bar.update(len(lines))
         if pending.strip():  # last line without a newline: fine if complete, else the reference reports
             raise _Fallback
-    except (EOFError, OSError, gzip.BadGzipFile, UnicodeDecodeError, InputError):
+    except EOFError as exc:  # gzip stream cut short: definitive, no point in falling back
+        raise InputError(
+            path, f"truncated gzip file ({exc})", "re-download or re-create it (bgzip)", record=_after(sites)
+        ) from None
+    except (OSError, gzip.BadGzipFile, UnicodeDecodeError, InputError):
         raise _Fallback from None
     finally:
         if bar is not None:
@@ -643,7 +665,7 @@ def read_target(path: str | os.PathLike, samples: list[str] | None = None, progr
     per-call phase flag (False for '/' genotypes).
     """
     path = str(path)
-    _check_file(path, "target")
+    _check_file(path, "target", verify_gzip=True)
     vcf = _open_cyvcf2(path, "target")
     all_samples = list(vcf.samples)
     if samples is not None:
@@ -678,6 +700,7 @@ def read_target(path: str | os.PathLike, samples: list[str] | None = None, progr
                     "use diploid genotypes with allele indices 0/1 (bcftools norm -m-any splits multi-allelic sites)",
                     record=f"{v.CHROM}:{v.POS}",
                 )
+            g[:, 1][g[:, 1] == -2] = -1  # a lone '.' is missing on both haplotypes
         buf.row()[:] = g.reshape(-1)
         if bar is not None and sites.n_records % 4096 == 0:
             bar.update(4096)
