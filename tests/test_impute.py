@@ -1,0 +1,187 @@
+"""impute(): every panel and target site in a sorted, indexed VCF; typed calls kept; wrong panels refused."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+
+def _has_retrieval_ops() -> bool:
+    try:
+        from vcfbert_fast.ops import hamming_topk, pack_bits  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fresh_checkpoint(path, panel, k: int, max_sites: int = 96):
+    """A freshly initialised model saved with the checkpoint module (no training needed for the I/O contract)."""
+    from vcfbert_fast.checkpoint import model_state_dict, panel_fingerprint, save_checkpoint
+    from vcfbert_fast.model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
+    from vcfbert_fast.vocab import VOCAB
+    from vcfbert_fast.windows import make_windows
+
+    cfg = ModelConfig(dims=16, n_layers=1, attn_heads=2, dropout=0.0, max_len=max_sites + 2)
+    model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(cfg))
+    save_checkpoint(
+        path,
+        {
+            "model_state": model_state_dict(model),
+            "model_config": cfg.to_dict(),
+            "vocab": dict(VOCAB),
+            "panel_fingerprint": panel_fingerprint(panel),
+            "window_layout": make_windows(panel.n_sites, max_sites, 0).to_dict(),
+            "train_config": {"k": k},
+        },
+    )
+    return str(path)
+
+
+def _edit_target(src, dst, panel, rng, unphase: bool = False):
+    """Copy the target, adding a site absent from the panel, an allele mismatch and missing calls."""
+    with gzip.open(src, "rt") as fh:
+        lines = fh.read().splitlines()
+    head = [x for x in lines if x.startswith("#")]
+    body = [x.split("\t") for x in lines if not x.startswith("#")]
+    n_s = len(body[0]) - 9
+    panel_pos = set(panel.positions.tolist())
+    absent = next(p for p in range(int(panel.positions[5]) + 1, 10**9) if p not in panel_pos)
+    extra = [["20", str(absent), "new1", "A", "G", ".", "PASS", ".", "GT"] + ["0|1"] * n_s]
+    mpos = int(panel.positions[7])
+    mref = panel.ref[7]
+    malt = next(b for b in "ACGT" if b not in (mref, panel.alt[7]))
+    extra.append(["20", str(mpos), "mis1", mref, malt, ".", "PASS", ".", "GT"] + ["0|0"] * n_s)
+    # missing calls at a typed site
+    body[3][9] = ".|."
+    if unphase:
+        for rec in body:
+            for j in range(9, 9 + n_s):
+                if rec[j] in ("0|1", "1|0") and rng.random() < 0.5:
+                    rec[j] = "0/1"
+    recs = sorted(body + extra, key=lambda r: int(r[1]))
+    plain = str(dst).removesuffix(".gz")
+    with open(plain, "w") as fh:
+        fh.write("\n".join(head) + "\n" + "\n".join("\t".join(r) for r in recs) + "\n")
+    subprocess.run(["bgzip", "-f", plain], check=True)
+    subprocess.run(["tabix", "-f", "-p", "vcf", str(dst)], check=True)
+    return str(dst), {(absent, "A", "G"), (mpos, mref, malt)}
+
+
+def _records(path):
+    import cyvcf2
+
+    vcf = cyvcf2.VCF(path)
+    recs = list(vcf)
+    return vcf.samples, recs
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_impute_output_contract(small_sim, tmp_path, k):
+    import cyvcf2
+
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.panel import read_panel
+
+    if k and not _has_retrieval_ops():
+        pytest.skip("retrieval ops (vcfbert_fast.ops.hamming_topk) not available in this checkout")
+    rng = np.random.default_rng()
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    ckpt = _fresh_checkpoint(tmp_path / "m.pt", panel, k)
+    target, extra_keys = _edit_target(small_sim.target_vcf, tmp_path / "t.vcf.gz", panel, rng)
+    out = str(tmp_path / "imp.vcf.gz")
+    summary = impute(small_sim.ref_vcf, target, ckpt, out, batch_size=3, progress=False)
+    assert summary["index"] and (tmp_path / "imp.vcf.gz.tbi").exists()
+
+    samples, recs = _records(out)
+    tv = cyvcf2.VCF(target)
+    assert samples == list(tv.samples)
+    tin = {(v.POS, v.REF, v.ALT[0]): (v.genotype.array().copy(), str(v)) for v in tv}
+    pos = [r.POS for r in recs]
+    assert pos == sorted(pos)
+    keys = [(r.POS, r.REF, r.ALT[0]) for r in recs]
+    # every panel site once, every target record present
+    panel_keys = {(int(p), r, a) for p, r, a in zip(panel.positions, panel.ref, panel.alt)}
+    assert panel_keys <= set(keys)
+    assert set(tin) <= set(keys)
+    assert len(keys) == len(panel_keys) + len(extra_keys)
+    n_typed = 0
+    for r, key in zip(recs, keys):
+        if key in extra_keys:  # passed through untouched
+            assert str(r) == tin[key][1]
+            continue
+        ds = r.format("DS")[:, 0]
+        gp = r.format("GP")
+        hds = r.format("HDS")
+        g = np.array([x[:2] for x in r.genotypes])
+        assert np.allclose(gp.sum(1), 1.0, atol=1e-6)
+        assert np.allclose(ds, gp[:, 1] + 2 * gp[:, 2], atol=1e-6)
+        clear = np.abs(hds - 0.5) > 0.001
+        assert (g[clear] == np.rint(hds[clear])).all()
+        if key in tin:
+            n_typed += 1
+            assert r.INFO.get("TYPED") and r.INFO.get("IMP") is None
+            src = tin[key][0]
+            called = src[:, :2] >= 0
+            assert (g[called] == src[:, :2][called]).all()  # typed genotypes unchanged
+            assert (
+                np.array([x[2] for x in r.genotypes])[called.all(1)] == src[called.all(1), 2].astype(bool)
+            ).all()
+            assert ((g >= 0) & (g <= 1)).all()  # missing calls filled from the model
+        else:
+            assert r.INFO.get("IMP") and r.INFO.get("TYPED") is None
+            assert 0.0 <= r.INFO["DR2"] <= 1.0
+    assert n_typed == summary["typed_sites"] > 0
+    if shutil.which("bcftools"):
+        n = subprocess.run(["bcftools", "index", "-n", out], capture_output=True, text=True, check=True)
+        assert int(n.stdout) == len(recs)
+
+
+def test_checkpoint_of_other_panel_refused(small_sim, tmp_path):
+    from vcfbert_fast.errors import CheckpointError
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.panel import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    other = read_panel(small_sim.ref_vcf, progress=False)
+    keep = np.arange(1, panel.n_sites)  # a panel with its first site dropped
+    other.positions, other.ref, other.alt = other.positions[keep], other.ref[keep], other.alt[keep]
+    other.haplotypes = other.haplotypes[:, keep]
+    ckpt = _fresh_checkpoint(tmp_path / "other.pt", other, 0)
+    with pytest.raises(CheckpointError, match="different panel layout"):
+        impute(small_sim.ref_vcf, small_sim.target_vcf, ckpt, str(tmp_path / "x.vcf.gz"), progress=False)
+    assert not (tmp_path / "x.vcf.gz").exists()
+
+
+def test_unphased_target_refused_then_allowed(small_sim, tmp_path):
+    import cyvcf2
+
+    from vcfbert_fast.errors import InputError
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.panel import read_panel
+
+    rng = np.random.default_rng()
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    ckpt = _fresh_checkpoint(tmp_path / "m.pt", panel, 0)
+    target, _ = _edit_target(small_sim.target_vcf, tmp_path / "u.vcf.gz", panel, rng, unphase=True)
+    with pytest.raises(InputError, match="unphased.*--prephase beagle"):
+        impute(small_sim.ref_vcf, target, ckpt, str(tmp_path / "x.vcf.gz"), progress=False)
+    out = str(tmp_path / "u_imp.vcf.gz")
+    s = impute(small_sim.ref_vcf, target, ckpt, out, allow_unphased=True, progress=False)
+    assert s["unphased_hets"] > 0
+    tin = {(v.POS, v.REF): v.genotype.array().copy() for v in cyvcf2.VCF(target)}
+    seen = 0
+    for r in cyvcf2.VCF(out):
+        src = tin.get((r.POS, r.REF))
+        if src is None or not r.INFO.get("TYPED"):
+            continue
+        ga = r.genotype.array()
+        unph = (src[:, 0] != src[:, 1]) & (src[:, :2] >= 0).all(1) & (src[:, 2] == 0)
+        seen += int(unph.sum())
+        assert (ga[unph, 2] == 0).all()  # still written unphased: no phase invented
+        assert np.allclose(r.format("HDS")[unph], 0.5)
+        assert np.allclose(r.format("GP")[unph], [0.0, 1.0, 0.0])
+    assert seen == s["unphased_hets"]
