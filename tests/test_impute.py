@@ -185,3 +185,37 @@ def test_unphased_target_refused_then_allowed(small_sim, tmp_path):
         assert np.allclose(r.format("HDS")[unph], 0.5)
         assert np.allclose(r.format("GP")[unph], [0.0, 1.0, 0.0])
     assert seen == s["unphased_hets"]
+
+
+@pytest.mark.skipif(
+    shutil.which("java") is None or not __import__("os").path.exists("/usr/share/beagle/beagle.jar"),
+    reason="java or Beagle not installed",
+)
+def test_prephase_beagle(small_sim, tmp_path):
+    import cyvcf2
+
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.panel import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    ckpt = _fresh_checkpoint(tmp_path / "m.pt", panel, 0)
+    with gzip.open(small_sim.target_vcf, "rt") as fh:
+        text = "".join(x if x.startswith("#") else x.replace("|", "/") for x in fh)
+    plain = tmp_path / "unph.vcf"
+    plain.write_text(text)
+    subprocess.run(["bgzip", "-f", str(plain)], check=True)
+    target = str(plain) + ".gz"
+    out = str(tmp_path / "pp.vcf.gz")
+    s = impute(small_sim.ref_vcf, target, ckpt, out, prephase="beagle", progress=False)
+    assert s["prephased"] and s["unphased_hets"] == 0
+    tin = {(v.POS, v.REF): v.genotype.array().copy() for v in cyvcf2.VCF(target)}
+    n = 0
+    for r in cyvcf2.VCF(out):
+        src = tin.get((r.POS, r.REF))
+        if src is None:
+            continue
+        ga = r.genotype.array()
+        assert (np.sort(ga[:, :2], 1) == np.sort(src[:, :2], 1)).all()  # same genotypes, now phased
+        assert ga[:, 2].all()
+        n += 1
+    assert n == s["typed_sites"]

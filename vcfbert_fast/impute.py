@@ -117,6 +117,23 @@ def _passthrough_records(target_path: str, matched: set) -> tuple[list[tuple[int
     return out, header
 
 
+def encode_references(panel, layout, window_idx: int, rows: torch.Tensor, layer, pos, af) -> torch.Tensor:
+    """Embeddings ``[B, K, L, D]`` of the complete (unmasked) panel rows ``rows [B, K]``, as in training.
+
+    Only the distinct rows are embedded (queries of a batch often retrieve the same references).
+    """
+    from .windows import frame_tokens
+
+    b, k = rows.shape
+    uniq, inv = torch.unique(rows.reshape(-1).cpu(), return_inverse=True)
+    sl = layout.sites(window_idx)
+    tokens = torch.from_numpy(frame_tokens(panel.haplotypes[uniq.numpy(), sl])).to(pos.device)
+    length = tokens.shape[1]
+    n_u = tokens.shape[0]
+    emb = layer(tokens, pos[:1, :length].expand(n_u, length), af[:1, :length].expand(n_u, length))
+    return emb[inv.to(emb.device)].view(b, k, length, -1)
+
+
 def load_model(model_path: str, panel, device: torch.device):
     """(model in eval mode, checkpoint state); refuses a checkpoint of another panel layout."""
     from .checkpoint import load_checkpoint, read_checkpoint
@@ -151,7 +168,6 @@ def impute(
     from .frequencies import compute_frequencies
     from .panel import align_target, read_panel, read_target
     from .retrieval import make_retriever
-    from .train import _encode_references
     from .vcf_writer import ImputedSites, gp_from_hds, write_imputed_vcf
     from .windows import WindowLayout, frame_features, frame_tokens, make_windows, scaled_positions
 
@@ -261,10 +277,10 @@ def impute(
                     _, i1 = retriever.search(w, batch["hap_1"])
                     _, i2 = retriever.search(w, batch["hap_2"])
                     emb = model.bert.embedding
-                    batch["rag_emb_h1"] = _encode_references(
+                    batch["rag_emb_h1"] = encode_references(
                         panel, layout, w, i1, emb, batch["pos"], batch["af"]
                     )
-                    batch["rag_emb_h2"] = _encode_references(
+                    batch["rag_emb_h2"] = encode_references(
                         panel, layout, w, i2, emb, batch["pos"], batch["af"]
                     )
                 if amp is not None:
