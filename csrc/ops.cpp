@@ -1,0 +1,27 @@
+// Op schemas for torch.ops.vcfbert_fast, defined once here; kernels register per device in
+// csrc/cpu/*.cpp (CPU) and csrc/cuda/*.cu (CUDA), the layout torchvision's csrc/ops uses.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(vcfbert_fast, m) {
+  // out[i] = src[index[i]] over dim 0. CPU: all CPU tensors. CUDA: index/out on the device and
+  // src either on that device or in pinned host memory (read zero-copy through UVA).
+  m.def("gather_rows(Tensor src, Tensor index) -> Tensor");
+  m.def("gather_rows_out(Tensor src, Tensor index, Tensor(a!) out) -> ()");
+  // Bit-packed (weighted) Hamming distance fused with a per-query top-k; CPU kernel only.
+  // Returns exact int64 distances and int64 reference rows, ascending, ties -> lowest row.
+  m.def("hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)");
+}
+
+// `import vcfbert_fast._C` loads this library (running the static registrations above and in
+// the kernel files); the module itself is empty, so no pybind11 is compiled.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",
+      "vcfbert_fast C++/CUDA ops; importing registers torch.ops.vcfbert_fast",
+      -1,
+      nullptr,
+  };
+  return PyModule_Create(&module_def);
+}
