@@ -327,6 +327,30 @@ def test_collate_same_window_stacks(setup):
     assert batch["sample_idx"].tolist() == idx.tolist()
 
 
+def test_batched_fetch_zero_copy_collate_equals_stacking(setup):
+    panel, freqs, layout, idx, seed = setup
+    ds = EmbeddingRAGDataset(panel, freqs, layout, idx, seed=seed)
+    w = int(rng.integers(0, len(layout)))
+    js = rng.permutation(len(idx))[: int(rng.integers(1, len(idx) + 1))]
+    indices = [(2, w * len(idx) + int(j)) for j in js]
+    fast = embedding_rag_collate_fn(ds.__getitems__(indices))
+    slow = embedding_rag_collate_fn([ds[i] for i in indices])  # plain list: torch.stack path
+    assert set(fast) == set(slow) == KEYS
+    for k in KEYS:
+        assert fast[k].is_contiguous() and fast[k].dtype == slow[k].dtype
+        assert torch.equal(fast[k], slow[k]), k
+    assert fast["sample_idx"].tolist() == idx[js].tolist()
+    # Generic consumers see ordinary items; once items were handed out, collate stacks them
+    # (so edits to an item are honoured, never silently replaced by the prebuilt batch).
+    lazy = ds.__getitems__(indices)
+    default = torch.utils.data.default_collate(lazy)
+    for k in KEYS:
+        assert torch.equal(default[k], slow[k]), k
+    lazy2 = ds.__getitems__(indices)
+    lazy2[0]["hap_1"] = torch.full_like(lazy2[0]["hap_1"], 5)
+    assert (embedding_rag_collate_fn(lazy2)["hap_1"][0] == 5).all()
+
+
 def test_collate_mixed_windows_pads():
     panel = random_panel(4, 90)
     freqs = frequencies(panel)
@@ -358,11 +382,10 @@ def test_collate_mixed_windows_pads():
 class _EpochProbe(EmbeddingRAGDataset):
     """Adds the worker copy's own dataset.epoch to each item, to show it is stale."""
 
-    def _build(self, epoch, w, js):
-        items = super()._build(epoch, w, js)
-        for it in items:
-            it["worker_epoch"] = torch.tensor(self.epoch)
-        return items
+    def _build_batch(self, epoch, w, js):
+        batch = super()._build_batch(epoch, w, js)
+        batch["worker_epoch"] = torch.full((len(js),), self.epoch)
+        return batch
 
 
 @pytest.mark.parametrize("via", ["dataset", "sampler"])

@@ -230,62 +230,104 @@ class EmbeddingRAGDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
         epoch, item = self._resolve(index)
         w, j = divmod(item, self.n_samples)
-        return self._build(epoch, w, np.array([j], dtype=np.int64))[0]
+        return _unbind(self._build_batch(epoch, w, np.array([j], dtype=np.int64)))[0]
 
     def __getitems__(self, indices: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
-        """Batched fetch used by DataLoader: items of one (epoch, window) are built together."""
+        """Batched fetch used by DataLoader: items of one (epoch, window) are built together.
+
+        A single-window batch comes back as a lazy sequence holding the stacked tensors, so
+        ``embedding_rag_collate_fn`` returns them without building items or copying.
+        """
         resolved = [self._resolve(i) for i in indices]
-        out: list[dict[str, torch.Tensor] | None] = [None] * len(resolved)
         groups: dict[tuple[int, int], list[int]] = {}
         for pos, (epoch, item) in enumerate(resolved):
             groups.setdefault((epoch, item // self.n_samples), []).append(pos)
+        if len(groups) == 1:
+            (epoch, w), _ = groups.popitem()
+            js = np.array([item % self.n_samples for _, item in resolved], dtype=np.int64)
+            return _BatchItems(self._build_batch(epoch, w, js), len(js))  # type: ignore[return-value]
+        out: list[dict[str, torch.Tensor] | None] = [None] * len(resolved)
         for (epoch, w), positions in groups.items():
             js = np.array([resolved[p][1] % self.n_samples for p in positions], dtype=np.int64)
-            for p, it in zip(positions, self._build(epoch, w, js)):
+            for p, it in zip(positions, _unbind(self._build_batch(epoch, w, js))):
                 out[p] = it
         return out  # type: ignore[return-value]
 
-    def _build(self, epoch: int, w: int, js: np.ndarray) -> list[dict[str, torch.Tensor]]:
-        """Items of window ``w`` for dataset-local samples ``js`` (vectorised over the batch)."""
+    def _build_batch(self, epoch: int, w: int, js: np.ndarray) -> dict[str, torch.Tensor]:
+        """Stacked, contiguous item tensors ``[B, ...]`` of window ``w`` for dataset-local samples ``js``."""
         sl = self.layout.sites(w)
         samples = self.sample_indices[js]
-        rows = np.stack([2 * samples, 2 * samples + 1], axis=1).reshape(-1)
-        alleles = self.haplotypes[rows, sl].astype(np.int64).reshape(len(js), 2, -1)  # [B, 2, n]
+        b = len(js)
+        # [2, B, n]: haplotype-major so that hap_1 / hap_2 (and their labels) are contiguous blocks.
+        rows = np.stack([2 * samples, 2 * samples + 1], axis=0).reshape(-1)
+        alleles = self.haplotypes[rows, sl].reshape(2, b, -1)
         site_mask = self.site_mask(w, epoch)
-        tokens = torch.from_numpy(frame_tokens(alleles, site_mask))  # [B, 2, L]
-        labels_np = frame_labels(alleles)  # [B, 2, L]
-        h1, h2 = labels_np[:, 0], labels_np[:, 1]
+        tokens = torch.from_numpy(frame_tokens(alleles, site_mask))  # [2, B, L]
+        labels = frame_labels(alleles)  # [2, B, L]
+        h1, h2 = labels[0], labels[1]
         gt = np.where((h1 >= 0) & (h2 >= 0), 2 * h1 + h2, -100)
-        labels = torch.from_numpy(labels_np)
-        gt_t = torch.from_numpy(gt)
-        b, length = len(js), tokens.shape[-1]
+        length = tokens.shape[-1]
         mask = torch.zeros(length, dtype=torch.bool)
         mask[1:-1] = torch.from_numpy(site_mask.copy())
-        masks = mask.expand(b, length).clone()
-        feats = {k: v.expand(b, length).clone() for k, v in self._features[w].items()}
-        feats["af_p"] = torch.from_numpy(frame_features(self._af_p_table[self._af_p_row[js], sl]))
-        items = []
-        for i in range(b):
-            items.append(
-                {
-                    "hap_1": tokens[i, 0],
-                    "hap_2": tokens[i, 1],
-                    "hap_1_label": labels[i, 0],
-                    "hap_2_label": labels[i, 1],
-                    "gt_label": gt_t[i],
-                    **{k: feats[k][i] for k in FEATURE_KEYS},
-                    "mask": masks[i],
-                    "window_idx": torch.tensor(w, dtype=torch.int64),
-                    "sample_idx": torch.tensor(int(samples[i]), dtype=torch.int64),
-                }
-            )
-        return items
+        batch = {
+            "hap_1": tokens[0],
+            "hap_2": tokens[1],
+            "hap_1_label": torch.from_numpy(h1),
+            "hap_2_label": torch.from_numpy(h2),
+            "gt_label": torch.from_numpy(gt),
+        }
+        for k in FEATURE_KEYS:
+            if k == "af_p":
+                batch[k] = torch.from_numpy(frame_features(self._af_p_table[self._af_p_row[js], sl]))
+            else:
+                batch[k] = self._features[w][k].expand(b, length).clone()
+        batch["mask"] = mask.expand(b, length).clone()
+        batch["window_idx"] = torch.full((b,), w, dtype=torch.int64)
+        batch["sample_idx"] = torch.from_numpy(samples.astype(np.int64))
+        return batch
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers never retrieve; do not ship a retriever (maybe holding CUDA tensors) to them.
         state = self.__dict__.copy()
         state["retriever"] = None
         return state
+
+
+def _unbind(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Per-item dicts of row views (``unbind``: one C++ call per key)."""
+    rows = [t.unbind(0) for t in batch.values()]
+    return [dict(zip(batch.keys(), vals)) for vals in zip(*rows)]
+
+
+class _BatchItems(Sequence):
+    """Items of one window-grouped fetch, kept as the stacked tensors they would be views of.
+
+    Items are materialised (as row views) only if someone indexes or iterates; until then
+    ``embedding_rag_collate_fn`` hands the stacked tensors over without any copy.
+    """
+
+    def __init__(self, batch: dict[str, torch.Tensor], n: int):
+        self.batch = batch
+        self._n = n
+        self._items: list[dict[str, torch.Tensor]] | None = None
+
+    @property
+    def materialised(self) -> bool:
+        return self._items is not None
+
+    def _all(self) -> list[dict[str, torch.Tensor]]:
+        if self._items is None:
+            self._items = _unbind(self.batch)
+        return self._items
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __iter__(self):
+        return iter(self._all())
 
 
 # --------------------------------------------------------------------------- collate
@@ -312,6 +354,8 @@ def embedding_rag_collate_fn(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     if len(items) == 0:
         raise VcfBertError("embedding_rag_collate_fn: empty batch")
+    if isinstance(items, _BatchItems) and not items.materialised:
+        return dict(items.batch)  # stacked by the dataset and untouched since: zero-copy
     keys = list(items[0].keys())
     lengths = [int(it["hap_1"].shape[-1]) for it in items] if "hap_1" in items[0] else None
     ragged = lengths is not None and len(set(lengths)) > 1
