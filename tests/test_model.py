@@ -454,3 +454,33 @@ def test_parameter_counts_seed_config():
     assert counts["encoder"] == 10 * (12 * 192**2 + 13 * 192) + 2 * 192  # 12 D^2 + 13 D per pre-LN block
     bare = count_parameters(bert)
     assert bare["heads"] == 0 and bare["total"] == counts["total"] - counts["heads"]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: bf16 autocast, flash attention without a mask, torch.compile (skipped without CUDA)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_flash_and_compile():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = torch.device("cuda")
+    cfg = ModelConfig(dims=64, n_layers=2, attn_heads=4, dropout=0.0)
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=cfg)).to(dev)
+    x = {k: v.to(dev) for k, v in with_labels(make_batch(4, 130, 3)).items()}
+    x["rag_emb_h1"] = torch.randn(4, 3, 130, 64, device=dev, dtype=torch.bfloat16)
+    x["rag_emb_h2"] = torch.randn(4, 3, 130, 64, device=dev, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = model.forward_logits(x)
+    # no attention_mask: the flash kernel alone must be able to run the whole model
+    with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = model.forward_logits(x)
+        total, _ = imputation_loss(out, x)
+    total.backward()
+    for key in ("hap1_logits", "gt_logits"):
+        torch.testing.assert_close(out[key].float(), ref[key].float(), rtol=0.05, atol=0.05)
+    compiled = torch.compile(model.forward_logits)
+    with torch.no_grad():
+        got = compiled(x)
+    torch.testing.assert_close(got["gt_logits"], ref["gt_logits"], rtol=1e-3, atol=1e-3)
