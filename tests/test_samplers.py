@@ -129,7 +129,14 @@ def test_distributed_disjoint_cover_equal_length(pad, trial):
     lens = []
     for r in range(reps):
         s = DistributedWindowGroupedBatchSampler(
-            (n_w, n_s), bs, seed=seed, drop_last=drop_last, num_replicas=reps, rank=r, pad=pad
+            (n_w, n_s),
+            bs,
+            seed=seed,
+            drop_last=drop_last,
+            num_replicas=reps,
+            rank=r,
+            pad=pad,
+            interleave=bool(trial % 2),
         )
         s.set_epoch(epoch)
         batches = list(s)
@@ -139,7 +146,7 @@ def test_distributed_disjoint_cover_equal_length(pad, trial):
             assert len({i // n_s for i in _items(b)}) == 1
         per_rank.append(batches)
     assert len(set(lens)) == 1  # same number of batches on every rank (no DDP hang)
-    # Step k: all ranks are on the same window.
+    # Step k: all ranks are on the same window (also with interleaved batches).
     for k in range(lens[0]):
         assert len({_items(per_rank[r][k])[0] // n_s for r in range(reps)}) == 1
     counts = Counter(i for batches in per_rank for b in batches for i in _items(b))

@@ -24,7 +24,6 @@ from .vocab import PAD
 from .windows import WindowLayout, frame_features, frame_labels, frame_tokens, scaled_positions
 
 FEATURE_KEYS = ("pos", "af", "af_p", "ref", "het", "hom")
-_WINDOW_FEATURES = ("pos", "af", "ref", "het", "hom")  # identical for every sample of a window
 
 
 def _site_array(freqs: Any, name: str, n_sites: int) -> np.ndarray:
