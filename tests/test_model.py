@@ -456,6 +456,25 @@ def test_parameter_counts_seed_config():
     assert bare["heads"] == 0 and bare["total"] == counts["total"] - counts["heads"]
 
 
+def test_parameter_counts_see_through_wrappers():
+    model = BERTFoundationModel(BERTWithRAG(VOCAB_SIZE, config=small_config()))
+    expected = hand_count(D, LAYERS)
+    assert count_parameters(model) == expected
+
+    class DDPLike(torch.nn.Module):  # DistributedDataParallel keeps the model as .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    class CompiledLike(torch.nn.Module):  # torch.compile's OptimizedModule keeps it as ._orig_mod
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+    assert count_parameters(DDPLike(model)) == expected
+    assert count_parameters(CompiledLike(DDPLike(model))) == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU: bf16 autocast, flash attention without a mask, torch.compile (skipped without CUDA)
 # ---------------------------------------------------------------------------------------------

@@ -453,7 +453,12 @@ class BERTFoundationModel(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Unique parameter counts: total, embedding, encoder, fusion, heads (anything outside the BERT)."""
+    """Unique parameter counts: total, embedding, encoder, fusion, heads (anything outside the BERT).
+
+    Accepts the BERT, the wrapper, or either behind ``torch.compile`` / DDP.
+    """
+    while hasattr(model, "_orig_mod") or hasattr(model, "module"):
+        model = getattr(model, "_orig_mod", None) or model.module
     bert = model.bert if isinstance(model, BERTFoundationModel) else model
 
     def n(mod: nn.Module) -> int:
