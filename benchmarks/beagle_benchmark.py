@@ -1,0 +1,355 @@
+"""Accuracy against Beagle 5.4 (and optionally minimac4) on a simulated 1000-Genomes-like set, CPU.
+
+    python benchmarks/beagle_benchmark.py [--out bench_beagle] [--n-ref 1000] [--n-target 100]
+        [--length 5000000] [--train-minutes 15] [--threads 2] [--minimac] [--phased-target]
+        [--write-md BENCHMARKS.md]
+
+Steps (each timed, peak RSS from ``/usr/bin/time -v``):
+
+1. ``vcfbert-fast simulate``-equivalent (msprime out-of-Africa; 1 in 15 sites on the "array").
+2. The target is made unphased (``|`` -> ``/``), as array data arrives, unless ``--phased-target``.
+3. Beagle 5.4: ``java -Xmx8g -jar /usr/share/beagle/beagle.jar ref= gt= out= gp=true nthreads=T``
+   (phases and imputes in one run).
+4. optional minimac4: ``minimac4 --compress-reference ref.vcf.gz > ref.msav``, then impute the
+   Beagle-phased target (``impute=false`` run) with ``-f GT,HDS,DS,GP``.
+5. vcfbert-fast: ``train --time-budget M`` then ``impute --prephase beagle`` (the same
+   pre-phase-then-impute workflow; the pre-phasing time is part of the impute step).
+6. ``evaluate`` all outputs into one table + PNG; with ``--write-md`` the section
+   "## Accuracy against Beagle 5.4 (CPU)" of that file is replaced (others left alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SECTION = "## Accuracy against Beagle 5.4 (CPU)"
+BEAGLE_JAR = "/usr/share/beagle/beagle.jar"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], log: Path, stdout_path: Path | None = None) -> dict:
+    """Run ``cmd`` under ``/usr/bin/time -v``; wall seconds and peak RSS (GiB) of the process tree's largest."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    use_time = os.path.exists("/usr/bin/time")
+    full = (["/usr/bin/time", "-v"] if use_time else []) + cmd
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    with open(log, "w") as err:
+        out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            proc = subprocess.run(full, stdout=out, stderr=err, check=False, env=_env())
+        finally:
+            if stdout_path:
+                out.close()
+    wall = time.perf_counter() - t
+    text = log.read_text(errors="replace")
+    if proc.returncode != 0:
+        tail = "\n".join(text.strip().splitlines()[-15:])
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+    rss = None
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    if m:
+        rss = int(m.group(1)) / 2**20
+    return {"wall_s": wall, "peak_rss_gib": rss}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def unphase(src: str, dst: Path) -> str:
+    """Write the target with every genotype unphased ('|' -> '/'), bgzipped and indexed."""
+    plain = dst.with_suffix("")
+    with gzip.open(src, "rt") as fin, open(plain, "w") as fout:
+        fout.writelines(line if line.startswith("#") else line.replace("|", "/") for line in fin)
+    subprocess.run(["bgzip", "-f", str(plain)], check=True)
+    subprocess.run(["tabix", "-f", "-p", "vcf", str(dst)], check=True)
+    return str(dst)
+
+
+def beagle_version() -> str:
+    proc = subprocess.run(["java", "-jar", BEAGLE_JAR], capture_output=True, text=True, check=False)
+    first = (proc.stdout or proc.stderr).strip().splitlines()
+    return first[0] if first else "unknown"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def section_text(args, res: dict, runs: dict, sim_info: dict) -> str:
+    from vcfbert_fast.evaluate import _fmt
+
+    bins = res["maf_bins"]
+    lines = [
+        SECTION,
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python benchmarks/beagle_benchmark.py "
+        + " ".join(args.argv)
+        + "`.",
+        (
+            f"Machine: {machine()}; tools limited to {args.threads} threads. Beagle: {res['beagle_version']} "
+            "(Debian package `beagle` 220722)."
+        ),
+        f"Data: msprime out-of-Africa simulation, {args.n_ref} panel + {args.n_target} target samples, "
+        f"{args.length / 1e6:g} Mb, {sim_info['n_sites']} biallelic SNPs, {sim_info['n_array_sites']} on the array "
+        f"(1 in 15); {res['masked_sites']} masked sites scored. Target given "
+        + ("phased (true phase)." if args.phased_target else "unphased (as array data arrives)."),
+        (
+            f"vcfbert-fast: default `train` config (CPU-sized) with `--time-budget {args.train_minutes:g}` minutes; "
+            f"stopped after {runs.get('train_steps', '?')} steps; imputed with `--prephase beagle`."
+        ),
+        "",
+        "Aggregate dosage r^2 (minor-allele coded, pooled over genotypes) by panel MAF bin:",
+        "",
+        "| tool | " + " | ".join(bins) + " | concordance | non-ref conc. | wall time | peak RSS |",
+        "|---|" + "---|" * (len(bins) + 4),
+    ]
+    for label, e in list(res["files"].items()) + [("AF baseline", res["af_baseline"])]:
+        r = runs.get(label, {})
+        wall = f"{r['wall_s']:.1f} s" if r.get("wall_s") is not None else "-"
+        rss = f"{r['peak_rss_gib']:.2f} GiB" if r.get("peak_rss_gib") is not None else "-"
+        cells = [_fmt(e["bins"][b]["aggregate_r2"]) for b in bins]
+        a = e["all_binned"]
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {_fmt(a['concordance'], 4)} | "
+            f"{_fmt(a['nonref_concordance'], 4)} | {wall} | {rss} |"
+        )
+    lines += ["", "Mean per-site r^2 (sites polymorphic in the targets):", ""]
+    lines += ["| tool | " + " | ".join(bins) + " |", "|---|" + "---|" * len(bins)]
+    for label, e in res["files"].items():
+        lines.append(f"| {label} | " + " | ".join(_fmt(e["bins"][b]["mean_site_r2"]) for b in bins) + " |")
+    lines += [
+        "",
+        "Sites per bin: " + ", ".join(f"{b} {res['af_baseline']['bins'][b]['n_sites']}" for b in bins) + ".",
+    ]
+    for label, e in res["files"].items():
+        if e["missing_masked_sites"]:
+            lines.append(f"{label}: {e['missing_masked_sites']} masked sites missing from its output.")
+    notes = runs.get("notes", [])
+    lines += ["", *notes, "", f"Plot: `{runs.get('png', '')}` (r^2 against MAF, one line per tool).", ""]
+    return "\n".join(lines)
+
+
+def write_section(md: Path, text: str) -> None:
+    old = md.read_text() if md.exists() else "# Benchmarks\n"
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + (old[nxt + 1 :] if nxt >= 0 else "")
+    md.write_text(new.rstrip("\n") + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="bench_beagle")
+    p.add_argument("--n-ref", type=int, default=1000)
+    p.add_argument("--n-target", type=int, default=100)
+    p.add_argument("--length", type=int, default=5_000_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--train-minutes", type=float, default=15.0)
+    p.add_argument("--train-args", default="", help="extra `vcfbert-fast train` flags, e.g. '--dims 96'")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--minimac", action="store_true", help="also run minimac4 on the Beagle-phased target")
+    p.add_argument(
+        "--phased-target", action="store_true", help="keep the simulated (true) phase of the target"
+    )
+    p.add_argument("--model", default=None, help="skip training: impute with this checkpoint")
+    p.add_argument("--write-md", default=None, help="replace the section in this markdown file")
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    args.argv = argv
+    sys.path.insert(0, str(REPO))
+    from vcfbert_fast.evaluate import evaluate, markdown_table
+    from vcfbert_fast.simulate import simulate
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    runs: dict = {"notes": []}
+    py = [sys.executable, "-m", "vcfbert_fast"]
+
+    t = time.perf_counter()
+    sim = simulate(out / "sim", args.n_ref, args.n_target, args.length, seed=args.seed)
+    sim_info = {
+        "n_sites": sim.n_sites,
+        "n_array_sites": sim.n_array_sites,
+        "simulate_s": time.perf_counter() - t,
+    }
+    print(
+        f"simulated {sim.n_sites} sites ({sim.n_array_sites} array) in {sim_info['simulate_s']:.0f} s",
+        file=sys.stderr,
+    )
+    ref, truth = str(sim.ref_vcf), str(sim.truth_vcf)
+    target = (
+        str(sim.target_vcf)
+        if args.phased_target
+        else unphase(str(sim.target_vcf), out / "target_unphased.vcf.gz")
+    )
+
+    java = ["java", "-Xmx8g", "-jar", BEAGLE_JAR]
+    beagle_out = out / "beagle"
+    runs["Beagle 5.4"] = timed(
+        java + [f"ref={ref}", f"gt={target}", f"out={beagle_out}", "gp=true", f"nthreads={args.threads}"],
+        out / "logs" / "beagle.time",
+    )
+    imputed = {"Beagle 5.4": str(beagle_out) + ".vcf.gz"}
+
+    if args.minimac:
+        if shutil.which("minimac4") is None:
+            runs["notes"].append("minimac4 not installed: skipped.")
+        else:
+            phased = out / "beagle_phased"
+            ph = timed(
+                java
+                + [f"ref={ref}", f"gt={target}", f"out={phased}", "impute=false", f"nthreads={args.threads}"],
+                out / "logs" / "beagle_phase.time",
+            )
+            msav = out / "ref.msav"
+            cr = timed(
+                ["minimac4", "--compress-reference", ref], out / "logs" / "msav.time", stdout_path=msav
+            )
+            mm_out = out / "minimac4.vcf.gz"
+            mm = timed(
+                [
+                    "minimac4",
+                    "-t",
+                    str(args.threads),
+                    "-f",
+                    "GT,HDS,DS,GP",
+                    "-O",
+                    "vcf.gz",
+                    "-o",
+                    str(mm_out),
+                    str(msav),
+                    str(phased) + ".vcf.gz",
+                ],
+                out / "logs" / "minimac4.time",
+            )
+            runs["minimac4 4.1.2"] = {
+                "wall_s": ph["wall_s"] + mm["wall_s"],
+                "peak_rss_gib": max(x for x in (ph["peak_rss_gib"], mm["peak_rss_gib"], 0) if x is not None),
+            }
+            runs["notes"].append(
+                f"minimac4 wall time = Beagle pre-phasing {ph['wall_s']:.1f} s + imputation {mm['wall_s']:.1f} s "
+                f"(reference compression, once per panel, {cr['wall_s']:.1f} s, not counted)."
+            )
+            imputed["minimac4 4.1.2"] = str(mm_out)
+
+    model = args.model
+    ours = "vcfbert-fast"
+    if model is None:
+        run_dir = out / "run"
+        tr = timed(
+            py
+            + [
+                "train",
+                "--ref",
+                ref,
+                "--panel",
+                str(sim.panel_txt),
+                "--out",
+                str(run_dir),
+                "--time-budget",
+                str(args.train_minutes),
+                "--epochs",
+                "100000",
+                "--no-progress",
+                *args.train_args.split(),
+            ],
+            out / "logs" / "train.time",
+        )
+        model = str(run_dir / "best.pt") if (run_dir / "best.pt").exists() else str(run_dir / "last.pt")
+        steps = "?"
+        try:
+            recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            done = [r for r in recs if r.get("kind") == "done"]
+            if done:
+                steps = done[-1].get("step", "?")
+                val = done[-1].get("validation") or {}
+                runs["notes"].append(
+                    f"vcfbert-fast training: {tr['wall_s']:.0f} s wall (incl. start-up and final validation), "
+                    f"peak RSS {tr['peak_rss_gib']:.2f} GiB, {steps} steps, stop: {done[-1].get('stop_reason')}; "
+                    f"validation masked-site accuracy {val.get('accuracy')}."
+                )
+        except OSError:
+            pass
+        runs["train_steps"] = steps
+        runs["train"] = tr
+    ours_out = out / "vcfbert_fast.vcf.gz"
+    imp_flags = [] if args.phased_target else ["--prephase", "beagle"]
+    runs[ours] = timed(
+        py
+        + [
+            "impute",
+            "--ref",
+            ref,
+            "--target",
+            target,
+            "--model",
+            model,
+            "--out",
+            str(ours_out),
+            "--panel",
+            str(sim.panel_txt),
+            "--no-progress",
+            *imp_flags,
+        ],
+        out / "logs" / "impute.time",
+    )
+    runs["notes"].append(
+        "vcfbert-fast wall time and peak RSS are the `impute` step only (pre-phasing included); training is "
+        "a one-off cost per panel, reported above."
+    )
+    imputed[ours] = str(ours_out)
+
+    res = evaluate(
+        truth,
+        list(imputed.values()),
+        ref_path=ref,
+        out_prefix=str(out / "eval"),
+        target_path=str(sim.target_vcf),
+        labels=list(imputed),
+    )
+    res["beagle_version"] = beagle_version()
+    res["runs"] = runs
+    res["simulation"] = sim_info
+    (out / "eval.json").write_text(json.dumps(res, indent=2, default=str))
+    runs["png"] = (
+        os.path.relpath(out / "eval.png", REPO) if str(out).startswith(str(REPO)) else str(out / "eval.png")
+    )
+    print(markdown_table(res))
+    text = section_text(args, res, runs, sim_info)
+    print(text)
+    if args.write_md:
+        write_section(Path(args.write_md), text)
+        print(f"wrote section to {args.write_md}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
