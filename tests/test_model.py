@@ -503,3 +503,19 @@ def test_gpu_bf16_flash_and_compile():
     with torch.no_grad():
         got = compiled(x)
     torch.testing.assert_close(got["gt_logits"], ref["gt_logits"], rtol=1e-3, atol=1e-3)
+
+
+def test_cpu_bf16_autocast_train_step():
+    """The autocast path (what the GPU trainer runs) mixes dtypes without errors and stays close."""
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config(dropout=0.0)))
+    x = with_labels(make_batch(2, 10, 2, "emb"))
+    x["rag_emb_h1"] = x["rag_emb_h1"].bfloat16()
+    with torch.no_grad():
+        ref = model.forward_logits(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_logits(x)
+        total, _ = imputation_loss(out, x)
+    total.backward()
+    assert torch.isfinite(total)
+    for key in ("hap1_logits", "gt_logits", "h1"):
+        torch.testing.assert_close(out[key].float(), ref[key], rtol=0.05, atol=0.05)
