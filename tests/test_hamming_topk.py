@@ -1,0 +1,153 @@
+"""hamming_topk: C++ op vs torch reference vs brute-force numpy on unpacked alleles, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vcfbert_fast import _ext
+from vcfbert_fast.ops import (
+    hamming_backend,
+    hamming_topk,
+    hamming_topk_reference,
+    pack_bits,
+    quantize_weights,
+    unpack_bits,
+)
+from vcfbert_fast.ops.hamming import hamming_topk_reference_int
+
+needs_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"extension not built: {_ext.EXT_ERROR}")
+
+
+def brute_force(q_alleles: np.ndarray, r_alleles: np.ndarray, w: np.ndarray | None, k: int):
+    """Independent expectation: integer distances on unpacked alleles, lexsort on (dist, index)."""
+    w = np.ones(q_alleles.shape[1], dtype=np.int64) if w is None else w.astype(np.int64)
+    d = ((q_alleles[:, None, :] != r_alleles[None, :, :]).astype(np.int64) * w).sum(-1)
+    idx = np.stack([np.lexsort((np.arange(d.shape[1]), row))[:k] for row in d])
+    return np.take_along_axis(d, idx, 1), idx
+
+
+def _panel(n_q, n_ref, n_sites, dup=True):
+    r = np.random.randint(0, 2, (n_ref, n_sites)).astype(np.uint8)
+    if dup and n_ref > 6:
+        r[5] = r[1]  # exact duplicates force ties at every distance
+        r[n_ref - 1] = r[1]
+    q = np.random.randint(0, 2, (n_q, n_sites)).astype(np.uint8)
+    q[0] = r[1]  # distance-0 ties: 1, 5, N-1 in that order
+    return q, r
+
+
+def _int_weights(n_sites):
+    w = np.random.randint(0, 2**15 + 1, n_sites).astype(np.int32)
+    w[: n_sites // 4] = 0  # an all-zero-weight region: mismatches there cost nothing
+    return w
+
+
+def test_pack_unpack_roundtrip_and_layout():
+    n_sites = int(np.random.randint(1, 300))
+    a = np.random.randint(0, 2, (3, n_sites)).astype(np.uint8)
+    bits = pack_bits(a)
+    assert bits.dtype == torch.int64 and bits.shape == (3, (n_sites + 63) // 64)
+    assert torch.equal(unpack_bits(bits, n_sites), torch.from_numpy(a))
+    # site l at bit l % 64 of word l // 64; bit 63 is the sign bit
+    one = np.zeros((1, 130), dtype=np.uint8)
+    one[0, 63] = one[0, 64] = one[0, 129] = 1
+    b = pack_bits(one)
+    assert b[0, 0].item() == -(2**63) and b[0, 1].item() == 1 and b[0, 2].item() == 2
+    assert unpack_bits(b)[0, 130:].sum() == 0  # zero padding
+    with pytest.raises(ValueError, match="0/1"):
+        pack_bits(np.array([[0, 4, 1]]))
+
+
+@pytest.mark.parametrize("k", [1, 8])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_reference_matches_brute_force(k, weighted):
+    n_sites = int(np.random.randint(65, 200))  # not a multiple of 64
+    q, r = _panel(6, int(np.random.randint(20, 90)), n_sites)
+    w = _int_weights(n_sites) if weighted else None
+    d_exp, i_exp = brute_force(q, r, w, k)
+    d, i = hamming_topk_reference(pack_bits(q), pack_bits(r), None if w is None else torch.from_numpy(w), k)
+    assert np.array_equal(i.numpy(), i_exp)
+    assert np.array_equal(d.numpy(), d_exp.astype(np.float32))
+    assert i[0, 0].item() == 1  # tie at distance 0 goes to the lowest duplicate
+
+
+@needs_ext
+@pytest.mark.parametrize("k", [1, 8, 100])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cpp_matches_reference_and_brute_force(k, weighted):
+    n_sites = int(np.random.randint(70, 1100))
+    n_ref = int(np.random.randint(130, 2100))  # not a multiple of 64; > 1024 splits refs over threads
+    q, r = _panel(int(np.random.randint(1, 12)), n_ref, n_sites)
+    qb, rb = pack_bits(q), pack_bits(r)
+    w_int = None
+    if weighted:
+        w_int, _ = quantize_weights(torch.from_numpy(_int_weights(n_sites)), qb.shape[1])
+    d, i = torch.ops.vcfbert_fast.hamming_topk(qb, rb, w_int, k)
+    d_ref, i_ref = hamming_topk_reference_int(qb, rb, w_int, k)
+    assert d.dtype == torch.int64 and i.dtype == torch.int64 and d.shape == (q.shape[0], k)
+    assert torch.equal(i, i_ref) and torch.equal(d, d_ref)
+    d_bf, i_bf = brute_force(q, r, None if w_int is None else w_int.numpy()[:n_sites], k)
+    assert np.array_equal(i.numpy(), i_bf) and np.array_equal(d.numpy(), d_bf)
+    assert i[0, 0].item() == 1 and d[0, 0].item() == 0
+    if k >= 3:
+        assert i[0, :3].tolist() == [1, 5, n_ref - 1]
+
+
+@needs_ext
+def test_cpp_all_ties_lowest_index():
+    # Every reference identical: any k must return 0..k-1 in order (also across thread chunks).
+    r = np.tile(np.random.randint(0, 2, (1, 150)).astype(np.uint8), (3000, 1))
+    q = np.random.randint(0, 2, (1, 150)).astype(np.uint8)
+    for k in (1, 7, 64, 65, 3000):
+        d, i = torch.ops.vcfbert_fast.hamming_topk(pack_bits(q), pack_bits(r), None, k)
+        assert i[0].tolist() == list(range(k))
+        assert len(set(d[0].tolist())) == 1
+
+
+@needs_ext
+def test_public_api_float_weights_identical_across_paths():
+    n_sites = 300
+    q, r = _panel(5, 257, n_sites)
+    w = torch.rand(n_sites) * 3.7
+    w[10:40] = 0
+    qb, rb = pack_bits(q), pack_bits(r)
+    d, i = hamming_topk(qb, rb, w, k=8)
+    d_ref, i_ref = hamming_topk_reference(qb, rb, w, k=8)
+    assert d.dtype == torch.float32 and torch.equal(d, d_ref) and torch.equal(i, i_ref)
+    # quantisation error bound: |d - exact| < L * max(w) / 2**16
+    exact = ((torch.from_numpy(q[:, None, :] != r[None, :, :]).double()) * w.double()).sum(-1)
+    picked = torch.gather(exact, 1, i)
+    assert float((picked - d.double()).abs().max()) < n_sites * float(w.max()) / 2**16
+    assert hamming_backend("cpu") == "cpp"
+
+
+@needs_ext
+def test_errors():
+    qb = pack_bits(np.random.randint(0, 2, (2, 100)).astype(np.uint8))
+    rb = pack_bits(np.random.randint(0, 2, (5, 100)).astype(np.uint8))
+    with pytest.raises(RuntimeError, match=r"k = 6 must lie in \[1, N\] with N = 5"):
+        torch.ops.vcfbert_fast.hamming_topk(qb, rb, None, 6)
+    with pytest.raises(ValueError, match="k = 6"):
+        hamming_topk(qb, rb, k=6)
+    with pytest.raises(ValueError, match="k = 6"):
+        hamming_topk_reference(qb, rb, k=6)
+    with pytest.raises(RuntimeError, match="words per row"):
+        torch.ops.vcfbert_fast.hamming_topk(qb, rb[:, :1], None, 1)
+    with pytest.raises(RuntimeError, match="int32"):
+        torch.ops.vcfbert_fast.hamming_topk(qb, rb, torch.ones(128), 1)
+    with pytest.raises(RuntimeError, match="negative"):
+        torch.ops.vcfbert_fast.hamming_topk(qb, rb, -torch.ones(128, dtype=torch.int32), 1)
+    with pytest.raises(ValueError, match="non-negative"):
+        hamming_topk(qb, rb, -torch.ones(100), 1)
+
+
+@needs_ext
+def test_opcheck():
+    qb = pack_bits(np.random.randint(0, 2, (3, 90)).astype(np.uint8))
+    rb = pack_bits(np.random.randint(0, 2, (40, 90)).astype(np.uint8))
+    w, _ = quantize_weights(torch.rand(90), qb.shape[1])
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.vcfbert_fast.hamming_topk.default, (qb, rb, w, 4), test_utils=utils)
+    torch.library.opcheck(torch.ops.vcfbert_fast.hamming_topk.default, (qb, rb, None, 1), test_utils=utils)
