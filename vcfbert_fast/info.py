@@ -1,0 +1,135 @@
+"""``vcfbert-fast info``: what this install can do and which path each op takes.
+
+Everything optional is probed inside try blocks, so ``info`` works (and says what is missing) on a
+machine without cyvcf2/msprime/faiss (the GPU box) or without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+SEED_CONFIG = {"vocab_size": 7, "dims": 192, "n_layers": 10, "attn_heads": 6}
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - absent or broken: reported as missing
+        return None
+    return str(getattr(mod, "__version__", "unknown version"))
+
+
+def _faiss() -> dict:
+    try:
+        import faiss
+    except Exception as exc:  # noqa: BLE001
+        return {"version": None, "gpu": False, "error": f"{type(exc).__name__}: {exc}"}
+    n_gpus = 0
+    if hasattr(faiss, "get_num_gpus"):
+        try:
+            n_gpus = int(faiss.get_num_gpus())
+        except Exception:  # noqa: BLE001
+            n_gpus = 0
+    return {
+        "version": getattr(faiss, "__version__", "unknown"),
+        "gpu": hasattr(faiss, "StandardGpuResources"),
+        "gpus": n_gpus,
+    }
+
+
+def _sdpa_backends() -> dict:
+    import torch
+
+    out = {}
+    cuda = torch.backends.cuda
+    for name in ("flash", "mem_efficient", "math", "cudnn"):
+        fn = getattr(cuda, f"{name}_sdp_enabled", None)
+        if fn is not None:
+            out[name] = bool(fn()) and (name == "math" or torch.cuda.is_available())
+    return out
+
+
+def info() -> dict:
+    """Versions, devices, extension status and the live backend of every op, as a plain dict."""
+    import torch
+
+    from . import _ext
+    from .ops import _cupy_gather, gather_backend, hamming_backend
+
+    cuda_ok = torch.cuda.is_available()
+    d: dict = {
+        "vcfbert_fast": importlib.import_module("vcfbert_fast").__version__,
+        "torch": torch.__version__,
+        "cuda_available": cuda_ok,
+        "cuda_version": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name(0) if cuda_ok else None,
+        "triton": _version("triton"),
+        "faiss": _faiss(),
+        "cyvcf2": _version("cyvcf2"),
+        "msprime": _version("msprime"),
+        "numpy": _version("numpy"),
+        "extension": {"cpu_ops": _ext.HAS_EXT, "cuda_ops": _ext.HAS_CUDA_EXT, "error": _ext.EXT_ERROR},
+        "cupy": {"version": _version("cupy"), "gather_usable": _cupy_gather.available()},
+        "sdpa_backends": _sdpa_backends(),
+    }
+    device = "cuda" if cuda_ok else "cpu"
+    paths = {"gather_rows": gather_backend(device), "hamming_topk": hamming_backend(device)}
+    try:
+        from .ops.embed_flatten import embed_flatten_backend
+
+        paths["embed_flatten"] = embed_flatten_backend(device)
+    except Exception as exc:  # noqa: BLE001 - owned elsewhere; report, never fail
+        paths["embed_flatten"] = f"unavailable ({type(exc).__name__}: {exc})"
+    d["op_paths"] = {"device": device, **paths}
+    return d
+
+
+def model_parameter_counts() -> dict:
+    """Parameter counts of the drop-in models at the seed configuration (dims 192, 10 layers, 6 heads)."""
+    try:
+        from . import model
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"vcfbert_fast.model could not be imported ({type(exc).__name__}: {exc})"}
+    counts: dict = {"config": dict(SEED_CONFIG)}
+    for name in ("BERTWithEmbeddingRAG", "BERTWithRAG"):
+        cls = getattr(model, name, None)
+        if cls is None:
+            counts[name] = "missing from vcfbert_fast.model"
+            continue
+        net = cls(
+            SEED_CONFIG["vocab_size"],
+            dims=SEED_CONFIG["dims"],
+            n_layers=SEED_CONFIG["n_layers"],
+            attn_heads=SEED_CONFIG["attn_heads"],
+            dropout=0.0,
+        )
+        counts[name] = sum(p.numel() for p in net.parameters())
+    return counts
+
+
+def _print(d: dict, indent: int = 0) -> None:
+    for key, value in d.items():
+        if isinstance(value, dict):
+            print(" " * indent + f"{key}:")
+            _print(value, indent + 2)
+        else:
+            shown = ("none" if key == "error" else "absent") if value is None else value
+            print(" " * indent + f"{key}: {shown}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="store_true", help="also print the seed models' parameter counts")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def run(args: argparse.Namespace) -> int:
+    d = info()
+    if args.model:
+        d["model_parameters"] = model_parameter_counts()
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        _print(d)
+    return 0
