@@ -70,7 +70,9 @@ def test_store_equals_live_in_eval(per_site):
     panel, af, layout = make_setup(rng)
     emb = embedding().eval()
     refs = np.sort(rng.choice(panel.n_haplotypes, size=panel.n_haplotypes - 5, replace=False))
-    live = ReferenceEmbeddings(panel, layout, mode="live", device="cpu", reference_rows=refs)
+    live = ReferenceEmbeddings(
+        panel, layout, mode="live", device="cpu", reference_rows=refs, per_site=per_site
+    )
     store = ReferenceEmbeddings(
         panel, layout, mode="store", device="cpu", reference_rows=refs, per_site=per_site, chunk_rows=7
     )
@@ -182,15 +184,17 @@ def test_bad_rows_and_lengths():
         store.encode(0, torch.tensor([[5]]), emb, pos, a)
     with pytest.raises(ValueError, match="mixed-window"):
         store.encode(0, torch.tensor([[1]]), emb, torch.nn.functional.pad(pos, (0, 3)), a)
-    live = ReferenceEmbeddings(panel, layout, mode="live", device="cpu")
-    padded = live.encode(
-        0,
-        torch.tensor([[1, 2]]),
-        emb.eval(),
-        torch.nn.functional.pad(pos, (0, 3)),
-        torch.nn.functional.pad(a, (0, 3)),
-    )
-    assert padded.shape[2] == pos.shape[0] + 3
+    for per_site in (True, False):  # live pads with PAD beyond n + 2 (mixed-window batches)
+        live = ReferenceEmbeddings(panel, layout, mode="live", device="cpu", per_site=per_site)
+        rows = torch.tensor([[1, 2]])
+        pp, ap = torch.nn.functional.pad(pos, (0, 3)), torch.nn.functional.pad(a, (0, 3))
+        got = live.encode(0, rows, emb.eval(), pp, ap)
+        tok = torch.nn.functional.pad(
+            torch.from_numpy(frame_tokens(panel.haplotypes[[1, 2], layout.sites(0)])), (0, 3), value=0
+        )
+        with torch.no_grad():
+            exp = emb(tok, pp[None].expand(2, -1), ap[None].expand(2, -1))
+        torch.testing.assert_close(got[0].detach(), exp, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="mode"):
         ReferenceEmbeddings(panel, layout, mode="frozen")
 

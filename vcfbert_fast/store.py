@@ -2,9 +2,10 @@
 
 Two sources behind one call, ``encode(window_idx, ref_rows [B, K], embedding_layer, pos, af)``:
 
-* ``"live"`` (default): frame the retrieved rows' COMPLETE (unmasked) alleles and run the live
-  embedding layer on ``[B*K, L]`` tokens. Gradients flow into the embedding and nothing goes
-  stale: right for training with small K.
+* ``"live"`` (default): embed the retrieved rows' COMPLETE (unmasked) alleles with the live
+  embedding layer. Gradients flow into the embedding and nothing goes stale: right for
+  training with small K. For a per-site layer the layer runs on two rows (all ALLELE_0, all
+  ALLELE_1) and each reference is a per-site select; otherwise on all ``[B*K, L]`` tokens.
 * ``"store"``: every reference row of a window pre-encoded once (bf16, in host memory, pinned
   when CUDA is available) with a frozen snapshot of the embedding taken at ``refresh()``; a
   call is one ``ops.gather_rows`` into a preallocated device buffer (zero-copy UVA kernel on
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .vocab import PAD, VOCAB_SIZE
+from .vocab import ALLELE_0, ALLELE_1, EOS, PAD, SOS, VOCAB_SIZE
 from .windows import frame_tokens
 
 __all__ = ["ReferenceEmbeddings"]
@@ -161,16 +162,32 @@ class ReferenceEmbeddings:
         if length < n + 2:
             raise ValueError(f"pos/af have L={length} but window {window_idx} frames to {n + 2} tokens")
         rows = ref_rows.reshape(-1).cpu().numpy().astype(np.int64)
-        tokens = torch.from_numpy(frame_tokens(self.panel.haplotypes[rows, sl]))
-        if length > n + 2:
-            tokens = torch.nn.functional.pad(tokens, (0, length - n - 2), value=PAD)
+        alleles = torch.from_numpy(np.ascontiguousarray(self.panel.haplotypes[rows, sl]))
         dev = _layer_device(layer)
         r = b * k
-        out = layer(
-            tokens.to(dev, non_blocking=True),
-            self._site_features(pos.to(dev), r, k, length),
-            self._site_features(af.to(dev), r, k, length),
-        )
+        per_site = _is_per_site(layer) if self.per_site is None else self.per_site
+        if per_site:
+            # A complete reference holds only ALLELE_0/ALLELE_1 at its sites and the window's
+            # pos/af are shared by its items, so the layer runs on the two constant sequences
+            # [2, L] and each row is a per-site select: O(L*D) layer work, gradients intact.
+            p0 = (pos if pos.dim() == 1 else pos[0]).to(dev)
+            a0 = (af if af.dim() == 1 else af[0]).to(dev)
+            toks = torch.full((2, length), PAD, dtype=torch.int64)
+            toks[0, 1 : n + 1], toks[1, 1 : n + 1] = ALLELE_0, ALLELE_1
+            toks[:, 0], toks[:, n + 1] = SOS, EOS
+            table = layer(toks.to(dev), p0[None].expand(2, length), a0[None].expand(2, length))
+            alt = torch.zeros(r, length, dtype=torch.bool)
+            alt[:, 1 : n + 1] = alleles.bool()
+            out = torch.where(alt.to(dev, non_blocking=True)[..., None], table[1], table[0])
+        else:
+            tokens = torch.from_numpy(frame_tokens(alleles.numpy()))
+            if length > n + 2:
+                tokens = torch.nn.functional.pad(tokens, (0, length - n - 2), value=PAD)
+            out = layer(
+                tokens.to(dev, non_blocking=True),
+                self._site_features(pos.to(dev), r, k, length),
+                self._site_features(af.to(dev), r, k, length),
+            )
         return out.reshape(b, k, length, out.shape[-1]).to(self.device)
 
     # ------------------------------------------------------------------ store
