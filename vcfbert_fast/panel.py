@@ -176,6 +176,63 @@ def _check_file(path: str | os.PathLike, role: str, verify_gzip: bool = False) -
     )
 
 
+def _scan_text_structure(path: str, compressed: bool) -> None:
+    """Check every data line of VCF text has the header's column count and non-empty fixed fields.
+
+    htslib accepts short or ragged lines and hands cyvcf2 half-initialised records
+    (reading REF/ALT of one can crash the process), so text goes through this cheap scan
+    (a tab count per line) before cyvcf2 sees it.
+    """
+    opener = gzip.open if compressed else open
+    n_cols = None
+    pending = b""
+    lineno = 0
+
+    def bad(line: bytes, problem: str) -> InputError:
+        f = line.split(b"\t", 2)
+        rec = f"{f[0].decode(errors='replace')}:{f[1].decode(errors='replace')}" if len(f) > 2 else None
+        return InputError(path, problem, "check the file with bcftools view", record=rec or f"line {lineno}")
+
+    try:
+        with opener(path, "rb") as fh:
+            while True:
+                data = fh.read(1 << 24)
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop() if data else b""
+                for line in lines:
+                    lineno += 1
+                    if line.startswith(b"##"):
+                        continue
+                    line = line.rstrip(b"\r")
+                    if line.startswith(b"#"):
+                        if n_cols is None and line.startswith(b"#CHROM"):
+                            n_cols = line.count(b"\t") + 1
+                            if n_cols < 8:
+                                raise bad(line, f"header line has {n_cols} columns, VCF needs at least 8")
+                        continue
+                    if n_cols is None:
+                        raise InputError(
+                            path, "no #CHROM header line before the records", "add the VCF header"
+                        )
+                    if not line:
+                        if data or lines:
+                            raise bad(line, "empty line among the records")
+                        continue
+                    cols = line.count(b"\t") + 1
+                    if cols != n_cols:
+                        raise bad(
+                            line, f"{cols} columns, the header has {n_cols} (truncated or corrupt line?)"
+                        )
+                    if any(not f for f in line.split(b"\t", 9)[:9]):
+                        raise bad(line, "empty field among the first 9 columns")
+                if not data:
+                    break
+    except (OSError, EOFError) as exc:
+        raise InputError(path, f"cannot read ({exc})", "re-create the file (bgzip)") from None
+    if n_cols is None:
+        raise InputError(path, "no #CHROM header line", "give a VCF with a complete header")
+
+
 def _classify(ref: str, alts: list[str]) -> str | None:
     """None for a biallelic SNP, else the skip reason."""
     if len(alts) == 0 or alts == ["."]:
@@ -356,6 +413,19 @@ def _open_cyvcf2(path: str, role: str, samples: list[str] | None = None):
     return vcf
 
 
+def _genotypes(v, path: str) -> np.ndarray:
+    """``genotype.array()`` ([S, ploidy+1] int16: alleles, then the phased flag), or InputError without GT."""
+    try:
+        return v.genotype.array()
+    except Exception:  # noqa: BLE001  (cyvcf2: "couldn't get genotypes for variant")
+        raise InputError(
+            path,
+            "no GT genotypes in the record",
+            "every record needs a GT FORMAT field",
+            record=f"{v.CHROM}:{v.POS}",
+        ) from None
+
+
 def _after(sites: _Sites) -> str:
     return f"after {sites.contig}:{sites.prev_pos}" if sites.prev_pos > 0 else "first record"
 
@@ -385,7 +455,9 @@ def _progress(progress: bool, desc: str):
 
 def _read_panel_cyvcf2(path: str, progress: bool) -> tuple[_Sites, list[str], np.ndarray]:
     """Reference reader: any VCF/BCF htslib can parse; one ``genotype.array()`` per record."""
-    _check_file(path, "reference panel", verify_gzip=True)
+    kind, compressed = _check_file(path, "reference panel", verify_gzip=True)
+    if kind == "vcf":
+        _scan_text_structure(path, compressed)
     vcf = _open_cyvcf2(path, "reference panel")
     samples = list(vcf.samples)
     if not samples:
@@ -401,7 +473,7 @@ def _read_panel_cyvcf2(path: str, progress: bool) -> tuple[_Sites, list[str], np
             if sites.n < prev_n:  # retracted split multi-allelic record
                 buf.pop()
             continue
-        g = v.genotype.array()
+        g = _genotypes(v, path)
         if g.shape[1] != 3 or g[:, :2].min() < 0 or g[:, :2].max() > 1 or not g[:, 2].all():
             problem = _gt_problem(g, samples, allow_missing=False, require_phased=True)
             if problem is not None:
@@ -665,7 +737,9 @@ def read_target(path: str | os.PathLike, samples: list[str] | None = None, progr
     per-call phase flag (False for '/' genotypes).
     """
     path = str(path)
-    _check_file(path, "target", verify_gzip=True)
+    kind, compressed = _check_file(path, "target", verify_gzip=True)
+    if kind == "vcf":
+        _scan_text_structure(path, compressed)
     vcf = _open_cyvcf2(path, "target")
     all_samples = list(vcf.samples)
     if samples is not None:
@@ -690,7 +764,7 @@ def read_target(path: str | os.PathLike, samples: list[str] | None = None, progr
             if sites.n < prev_n:
                 buf.pop()
             continue
-        g = v.genotype.array()
+        g = _genotypes(v, path)
         if g.shape[1] != 3 or g[:, :2].min() < -1 or g[:, :2].max() > 1:
             problem = _gt_problem(g, names, allow_missing=True, require_phased=False)
             if problem is not None:
