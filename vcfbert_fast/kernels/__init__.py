@@ -1,0 +1,39 @@
+"""Triton kernels (imported lazily: only where Triton is installed).
+
+Modules here import ``triton`` at import time, so nothing in the package imports them
+at package import; the op APIs in :mod:`vcfbert_fast.ops` pick them at call time.
+
+Interpret mode (``TRITON_INTERPRET=1``) lets the kernels run on CPU tensors for tests;
+Triton reads that variable when a kernel is *decorated*, i.e. when these modules are
+first imported, so it must be set before that (tests run them in a fresh process).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported (no import is done here)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpret_mode() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def use_triton(device) -> bool:
+    """Whether a Triton kernel can run on tensors of ``device``.
+
+    CUDA with Triton installed: yes. CPU: only in interpret mode (tests), never by default.
+    """
+    import torch
+
+    device = torch.device(device)
+    if not triton_available():
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and interpret_mode()
