@@ -145,5 +145,6 @@ def test_mutated_vcf_is_read_or_rejected(tmp_path, lines, muts, engine):
         except InputError as exc:
             msg = str(exc)
             assert "\n" not in msg and str(path) in msg
+            assert muts, f"the unmutated, valid VCF was rejected: {msg}"
             return
     check(panel, text)

@@ -197,8 +197,11 @@ def _scan_text_structure(path: str, compressed: bool) -> None:
         with opener(path, "rb") as fh:
             while True:
                 data = fh.read(1 << 24)
-                lines = (pending + data).split(b"\n")
-                pending = lines.pop() if data else b""
+                if data:
+                    lines = (pending + data).split(b"\n")
+                    pending = lines.pop()
+                else:  # end of file: a last line without its newline
+                    lines, pending = ([pending] if pending else []), b""
                 for line in lines:
                     lineno += 1
                     if line.startswith(b"##"):
@@ -215,9 +218,7 @@ def _scan_text_structure(path: str, compressed: bool) -> None:
                             path, "no #CHROM header line before the records", "add the VCF header"
                         )
                     if not line:
-                        if data or lines:
-                            raise bad(line, "empty line among the records")
-                        continue
+                        raise bad(line, "empty line among the records")
                     cols = line.count(b"\t") + 1
                     if cols != n_cols:
                         raise bad(
