@@ -37,9 +37,27 @@ BEAGLE_JAR = "/usr/share/beagle/beagle.jar"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def timed(cmd: list[str], log: Path, stdout_path: Path | None = None) -> dict:
-    """Run ``cmd`` under ``/usr/bin/time -v``; wall seconds and peak RSS (GiB) of the process tree's largest."""
+REUSE = False  # --reuse: a step whose time log says it succeeded (and whose output exists) is not rerun
+
+
+def _parse_time_log(text: str) -> dict:
+    m = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
+    wall = None
+    if m:
+        parts = [float(x) for x in m.group(1).split(":")]
+        wall = sum(v * 60**i for i, v in enumerate(reversed(parts)))
+    r = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    return {"wall_s": wall, "peak_rss_gib": int(r.group(1)) / 2**20 if r else None}
+
+
+def timed(cmd: list[str], log: Path, stdout_path: Path | None = None, output: Path | None = None) -> dict:
+    """Run ``cmd`` under ``/usr/bin/time -v``; wall seconds and peak RSS (GiB, largest process of the tree)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    if REUSE and log.exists() and output is not None and output.exists():
+        text = log.read_text(errors="replace")
+        if "Exit status: 0" in text:
+            print(f"reusing {output} (timings from {log})", file=sys.stderr)
+            return _parse_time_log(text)
     use_time = os.path.exists("/usr/bin/time")
     full = (["/usr/bin/time", "-v"] if use_time else []) + cmd
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
@@ -56,11 +74,7 @@ def timed(cmd: list[str], log: Path, stdout_path: Path | None = None) -> dict:
     if proc.returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-15:])
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
-    rss = None
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    if m:
-        rss = int(m.group(1)) / 2**20
-    return {"wall_s": wall, "peak_rss_gib": rss}
+    return {"wall_s": wall, "peak_rss_gib": _parse_time_log(text)["peak_rss_gib"]}
 
 
 def _env() -> dict:
@@ -181,9 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", default=None, help="skip training: impute with this checkpoint")
     p.add_argument("--write-md", default=None, help="replace the section in this markdown file")
+    p.add_argument(
+        "--reuse", action="store_true", help="do not rerun steps whose outputs and time logs exist"
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     args.argv = argv
+    global REUSE
+    REUSE = args.reuse
     sys.path.insert(0, str(REPO))
     from vcfbert_fast.evaluate import evaluate, markdown_table
     from vcfbert_fast.simulate import simulate
@@ -216,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     runs["Beagle 5.4"] = timed(
         java + [f"ref={ref}", f"gt={target}", f"out={beagle_out}", "gp=true", f"nthreads={args.threads}"],
         out / "logs" / "beagle.time",
+        output=Path(str(beagle_out) + ".vcf.gz"),
     )
     imputed = {"Beagle 5.4": str(beagle_out) + ".vcf.gz"}
 
@@ -228,10 +248,16 @@ def main(argv: list[str] | None = None) -> int:
                 java
                 + [f"ref={ref}", f"gt={target}", f"out={phased}", "impute=false", f"nthreads={args.threads}"],
                 out / "logs" / "beagle_phase.time",
+                output=Path(str(phased) + ".vcf.gz"),
             )
+            # minimac4 queries the target by region: it must be indexed
+            subprocess.run(["tabix", "-f", "-p", "vcf", str(phased) + ".vcf.gz"], check=True)
             msav = out / "ref.msav"
             cr = timed(
-                ["minimac4", "--compress-reference", ref], out / "logs" / "msav.time", stdout_path=msav
+                ["minimac4", "--compress-reference", ref],
+                out / "logs" / "msav.time",
+                stdout_path=msav,
+                output=msav,
             )
             mm_out = out / "minimac4.vcf.gz"
             mm = timed(
@@ -249,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                     str(phased) + ".vcf.gz",
                 ],
                 out / "logs" / "minimac4.time",
+                output=mm_out,
             )
             runs["minimac4 4.1.2"] = {
                 "wall_s": ph["wall_s"] + mm["wall_s"],
@@ -282,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 *args.train_args.split(),
             ],
             out / "logs" / "train.time",
+            output=run_dir / "last.pt",
         )
         model = str(run_dir / "best.pt") if (run_dir / "best.pt").exists() else str(run_dir / "last.pt")
         steps = "?"
