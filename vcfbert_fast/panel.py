@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -492,37 +494,110 @@ def _read_panel_cyvcf2(path: str, progress: bool) -> tuple[_Sites, list[str], np
     if bar is not None:
         bar.close()
     vcf.close()
-    return sites, samples, buf.site_major(sites.n)
+    return sites, samples, _hap_major([buf.site_major(sites.n)], sites.n, 2 * len(samples))
+
+
+# One 'a|b<TAB>' genotype field read as a little-endian uint32, with the two allele bits cleared.
+_GT_PATTERN = np.uint32(0x09307C30)  # bytes '0', '|', '0', '\t'
+_GT_MASK = np.uint32(0xFFFEFFFE)  # '0' and '1' differ only in bit 0 of bytes 0 and 2
+
+
+def _hap_major(blocks: list[np.ndarray], n_sites: int, n_hap: int) -> np.ndarray:
+    """[2S, M] uint8 from site-major decoded blocks [m, 2S], transposed block by block (cache friendly)."""
+    out = np.empty((n_hap, n_sites), dtype=np.uint8)
+    col = 0
+    for b in blocks:
+        m = b.shape[0]
+        for r in range(0, n_hap, 256):  # 256-row slabs keep the transposed writes in cache
+            out[r : r + 256, col : col + m] = b[:, r : r + 256].T
+        col += m
+    assert col == n_sites
+    return out
+
+
+def _open_text(path: str, compressed: bool):
+    """A binary stream of decompressed VCF text; BGZF goes through ``bgzip -dc`` (a second core) if present."""
+    if compressed:
+        exe = shutil.which("bgzip")
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if exe is not None and len(head) >= 16 and head[3] & 4 and head[12:14] == b"BC":
+            proc = subprocess.Popen(
+                [exe, "-dc", "-@", "2", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            return proc.stdout, proc
+        return gzip.open(path, "rb"), None
+    return open(path, "rb"), None
 
 
 def _read_panel_text(path: str, compressed: bool, progress: bool) -> tuple[_Sites, list[str], np.ndarray]:
     """Fast path for VCF text whose FORMAT is exactly GT with 'a|b' calls (1000 Genomes style).
 
-    Works on whole decompressed blocks: per line only a split of the fixed columns; the
-    genotype bytes of a chunk of sites are validated and decoded with numpy. Anything
-    else (other FORMAT fields, missing/unphased/haploid calls, any error) raises
-    ``_Fallback`` so the cyvcf2 reference reader handles (and reports) it.
+    Per line only a split of the fixed columns and one copy of the genotype bytes; a chunk
+    of sites is validated and decoded with numpy, reading each 4-byte 'a|b<TAB>' field as
+    one uint32. Anything else (other FORMAT fields, missing/unphased/haploid calls, any
+    error) raises ``_Fallback`` so the cyvcf2 reference reader handles (and reports) it.
+    Returns haplotypes hap-major [2S, M].
     """
-    opener = gzip.open if compressed else open
     sites = _Sites(path, "reference panel")
-    samples: list[str] | None = None
-    n_s = 0
+    samples: list[str] = []
     width = 0
     raw: list[np.ndarray] = []  # chunks of genotype bytes [CHUNK, 4S]
+    decoded: list[np.ndarray] = []  # validated chunks as haplotypes, site-major [m, 2S]
     fill = _CHUNK
     bar = _progress(progress, "reading panel")
-    pending = b""
 
-    def check_chunk(block: np.ndarray) -> None:
-        if block.size == 0:
+    def decode(block: np.ndarray) -> None:
+        v = block.view("<u4")  # [m, S]
+        if not ((v & _GT_MASK) == _GT_PATTERN).all():
+            raise _Fallback
+        # allele bits of bytes 0 and 2 -> two little-endian uint16 per sample: (a, b) in haplotype order
+        decoded.append((v & np.uint32(0x00010001)).view("<u2").astype(np.uint8))
+
+    def line_fn(line: bytes) -> None:
+        nonlocal samples, width, fill
+        if not width:
+            if line.startswith(b"##"):
+                return
+            if not line.startswith(b"#CHROM"):
+                raise _Fallback
+            cols = line.rstrip(b"\r").decode().split("\t")
+            if len(cols) < 10:
+                raise _Fallback
+            samples = cols[9:]
+            width = 4 * len(samples)
             return
-        if not (block[:, 1::4] == 124).all() or not (block[:, 3:-1:4] == 9).all():
+        parts = line.split(b"\t", 9)
+        if len(parts) != 10 or parts[8] != b"GT" or len(parts[9]) != width - 1:
             raise _Fallback
-        if ((block[:, 0::4] - 48) > 1).any() or ((block[:, 2::4] - 48) > 1).any():
-            raise _Fallback
+        try:
+            pos = int(parts[1])
+        except ValueError:
+            raise _Fallback from None
+        prev_n = sites.n
+        if not sites.add(
+            parts[0].decode(), pos, parts[2].decode(), parts[3].decode(), parts[4].decode().split(",")
+        ):
+            if sites.n < prev_n:  # retracted split multi-allelic record
+                fill -= 1
+                if fill == 0:
+                    raw.pop()
+                    fill = _CHUNK
+            return
+        if fill == _CHUNK:
+            if raw:
+                decode(raw.pop())
+            raw.append(np.empty((_CHUNK, width), dtype=np.uint8))
+            raw[-1][:, -1] = 9
+            fill = 0
+        raw[-1][fill, : width - 1] = np.frombuffer(parts[9], dtype=np.uint8)
+        fill += 1
 
+    proc = None
     try:
-        with opener(path, "rb") as fh:
+        fh, proc = _open_text(path, compressed)
+        with fh:
+            pending = b""
             while True:
                 data = fh.read(1 << 24)
                 if not data:
@@ -530,48 +605,12 @@ def _read_panel_text(path: str, compressed: bool, progress: bool) -> tuple[_Site
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
                 for line in lines:
-                    if samples is None:
-                        if line.startswith(b"##"):
-                            continue
-                        if not line.startswith(b"#CHROM"):
-                            raise _Fallback
-                        cols = line.rstrip(b"\r").decode().split("\t")
-                        if len(cols) < 10:
-                            raise _Fallback
-                        samples = cols[9:]
-                        n_s = len(samples)
-                        width = 4 * n_s
-                        continue
-                    parts = line.split(b"\t", 9)
-                    if len(parts) != 10 or parts[8] != b"GT":
-                        raise _Fallback
-                    chrom, pos_b, vid, ref, alt = (parts[i].decode() for i in (0, 1, 2, 3, 4))
-                    try:
-                        pos = int(pos_b)
-                    except ValueError:
-                        raise _Fallback from None
-                    gts = parts[9]
-                    if len(gts) != width - 1:
-                        raise _Fallback
-                    prev_n = sites.n
-                    if not sites.add(chrom, pos, vid, ref, alt.split(",")):
-                        if sites.n < prev_n:  # retracted split multi-allelic record
-                            fill -= 1
-                            if fill == 0:
-                                raw.pop()
-                                fill = _CHUNK
-                        continue
-                    if fill == _CHUNK:
-                        if raw:
-                            check_chunk(raw[-1])
-                        raw.append(np.empty((_CHUNK, width), dtype=np.uint8))
-                        raw[-1][:, -1] = 9
-                        fill = 0
-                    raw[-1][fill, : width - 1] = np.frombuffer(gts, dtype=np.uint8)
-                    fill += 1
+                    line_fn(line)
                 if bar is not None:
                     bar.update(len(lines))
-        if pending.strip():  # last line without a newline: fine if complete, else the reference reports
+            if pending:  # a last line without its newline
+                line_fn(pending)
+        if proc is not None and proc.wait() != 0:
             raise _Fallback
     except EOFError as exc:  # gzip stream cut short: definitive, no point in falling back
         raise InputError(
@@ -580,23 +619,16 @@ def _read_panel_text(path: str, compressed: bool, progress: bool) -> tuple[_Site
     except (OSError, gzip.BadGzipFile, UnicodeDecodeError, InputError):
         raise _Fallback from None
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         if bar is not None:
             bar.close()
-    if samples is None or n_s == 0:
+    if not samples:
         raise _Fallback
     if raw:
-        raw[-1] = raw[-1][:fill]
-        check_chunk(raw[-1])
-    n = sites.n
-    haps = np.empty((n, 2 * n_s), dtype=np.uint8)
-    row = 0
-    for block in raw:
-        m = block.shape[0]
-        haps[row : row + m, 0::2] = block[:, 0::4] - 48
-        haps[row : row + m, 1::2] = block[:, 2::4] - 48
-        row += m
-    assert row == n
-    return sites, samples, haps
+        decode(raw.pop()[:fill])
+    return sites, samples, _hap_major(decoded, sites.n, 2 * len(samples))
 
 
 def read_panel_file(
@@ -703,7 +735,7 @@ def read_panel(
         raise RuntimeError(f"{path}: the fast text reader reads VCF text only")
     if result is None:
         result = _read_panel_cyvcf2(path, progress)
-    sites, samples, site_major = result
+    sites, samples, haplotypes = result
     if len(set(samples)) != len(samples):
         dup = next(s for s in samples if samples.count(s) > 1)
         raise InputError(
@@ -721,7 +753,7 @@ def read_panel(
         alt=np.array(sites.alt, dtype=object),
         ids=np.array(sites.ids, dtype=object),
         samples=samples,
-        haplotypes=np.ascontiguousarray(site_major.T),
+        haplotypes=haplotypes,
         populations=pops,
         super_populations=sups,
         skipped=dict(sites.skipped),
