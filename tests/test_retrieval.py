@@ -7,6 +7,7 @@ nothing from vcfbert_fast.retrieval is used to compute them.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -157,13 +158,29 @@ def test_engines_agree_with_real_embedding(k):
             np.testing.assert_allclose(dh.numpy(), df.numpy(), rtol=RTOL, atol=RTOL * float(dh.max()))
 
 
-def brute_weighted_hamming(panel, layout, w, refs, tok, weights):
+def brute_costs(panel, layout, w, refs, tok, table):
+    """sum_l ||f_l(q_l) - f_l(r_l)||^2 over sites where the query is not MASK, with math.fsum
+    (correctly rounded: equal mismatch patterns give equal sums, so ties are real ties).
+    ``table[t][a]``: per-site cost ``[n]`` of query token t against reference allele a."""
     sl = layout.sites(w)
     sites = tok[:, 1:-1].numpy()
     r = panel.haplotypes[refs, sl].astype(np.int64)
-    q = np.where(sites == 6, 1, 0)
-    unmasked = sites != MASK
-    return np.array([((q[b] != r) & unmasked[b]) @ weights for b in range(len(sites))])
+    out = np.empty((len(sites), len(refs)))
+    cols = np.arange(r.shape[1])
+    for b in range(len(sites)):
+        per = np.zeros((2, r.shape[1]))
+        for t in (5, 6, UNK):
+            sel = sites[b] == t
+            per[0, sel], per[1, sel] = table[t][0][sel], table[t][1][sel]
+        for j in range(len(refs)):
+            out[b, j] = math.fsum(per[r[j], cols])
+    return out
+
+
+def brute_weighted_hamming(panel, layout, w, refs, tok, weights):
+    zero = np.zeros_like(weights)
+    table = {5: (zero, weights), 6: (weights, zero), UNK: (zero, zero)}
+    return brute_costs(panel, layout, w, refs, tok, table)
 
 
 def expected_order(dist_matrix, refs, k, excluded=None):
@@ -190,10 +207,12 @@ def test_hamming_vs_numpy_brute_force_exact_tiebreak(refreshed):
         ret.refresh_embeddings(emb)
     w = int(rng.integers(len(layout)))
     pos, af = window_feats(panel, freqs, layout, w)
-    weights = emb.site_weights(pos, af, dtype=torch.float64)[1:-1].numpy() if refreshed else None
-    if weights is None:
-        weights = np.ones(layout.sizes[w])
-    np.testing.assert_allclose(ret.site_weights(w).numpy(), weights, rtol=1e-6)
+    model_w = emb.site_weights(pos, af, dtype=torch.float64)[1:-1].numpy() if refreshed else None
+    if model_w is None:
+        model_w = np.ones(layout.sizes[w])
+    np.testing.assert_allclose(ret.site_weights(w).numpy(), model_w, rtol=1e-6)
+    # Rank with the retriever's own weights (float32-noise-free), checked just above.
+    weights = ret.site_weights(w).numpy()
     mask = rng.random(layout.sizes[w]) < 0.5
     tok, own, _ = queries_from_panel(rng, panel, layout, w, 10, mask)
     d, i = ret.search(w, tok, exclude=own)
@@ -341,3 +360,32 @@ def test_errors_and_unpack_roundtrip():
         make_retriever("annoy", panel, freqs, layout)
     a = torch.from_numpy((rng.random((5, 131)) < 0.5).astype(np.uint8))
     assert torch.equal(unpack_bits(pack_bits(a), 131), a)
+
+
+def test_unk_general_path_exact_tiebreak_with_duplicates():
+    """The float64 GEMM path (UNK calls) breaks ties by lowest row exactly, duplicates included."""
+    rng = _rng()
+    panel, freqs, layout = setup(rng, n_hap=int(rng.integers(20, 60)) * 2, n_dup=int(rng.integers(10, 30)))
+    emb = embedding()
+    k = int(rng.integers(1, 10))
+    ret = HammingRetriever(panel, freqs, layout, k=k)
+    ret.refresh_embeddings(emb)
+    w = int(rng.integers(len(layout)))
+    pos, af = window_feats(panel, freqs, layout, w)
+    length = pos.shape[0]
+    with torch.no_grad():
+        f = emb(
+            torch.tensor([UNK, 5, 6])[:, None].expand(3, length), pos.expand(3, length), af.expand(3, length)
+        )
+    f = f[:, 1:-1].double()
+    cost = {(a, b): ((f[a] - f[b]) ** 2).sum(-1).numpy() for a in range(3) for b in range(3)}
+    table = {UNK: (cost[0, 1], cost[0, 2]), 5: (cost[1, 1], cost[1, 2]), 6: (cost[2, 1], cost[2, 2])}
+    mask = rng.random(layout.sizes[w]) < 0.4
+    tok, own, _ = queries_from_panel(rng, panel, layout, w, 6, mask, unk_frac=0.15)
+    tok[0, 1:-1][tok[0, 1:-1] != MASK] = UNK  # one query with nothing but UNK and MASK
+    d, i = ret.search(w, tok, exclude=own)
+    refs = np.arange(panel.n_haplotypes)
+    brute = brute_costs(panel, layout, w, refs, tok, table)
+    exp = expected_order(brute, refs, k, own.numpy())
+    np.testing.assert_array_equal(i.numpy(), exp)
+    np.testing.assert_allclose(d.numpy(), np.take_along_axis(brute, exp, 1), rtol=1e-5, atol=1e-6)

@@ -35,7 +35,8 @@ from .windows import frame_features, frame_tokens, scaled_positions
 
 __all__ = ["FaissRetriever", "HammingRetriever", "Retriever", "make_retriever"]
 
-_QBITS = 15  # weights quantised to integers in [0, 2**15] (the hamming_topk contract)
+_QBITS = 15  # the kernel's integer weights lie in [0, 2**15] (the hamming_topk contract)
+_FINE_BITS = 40  # exact-distance costs: integers <= 2**40, sums of <= 1028 stay below 2**53
 _SITE_TOKENS = (UNK, MASK, ALLELE_0, ALLELE_1)
 
 
@@ -178,17 +179,31 @@ def _topk_by_dist_then_index(dist: torch.Tensor, idx: torch.Tensor, k: int):
     return torch.gather(d1, 1, order), torch.gather(i1, 1, order)
 
 
+def _topk_with_tie_tolerance(dist: torch.Tensor, idx: torch.Tensor, k: int, tol: torch.Tensor):
+    """Like :func:`_topk_by_dist_then_index`, but distances closer than ``tol [G]`` (chained) are ties.
+
+    For float32 embeddings: identical haplotypes embedded at different batch positions can
+    differ by a few ulps, which must not override the lowest-row tie-break.
+    """
+    d_s, order = torch.sort(dist, dim=1, stable=True)
+    i_s = torch.gather(idx, 1, order)
+    gaps = (d_s[:, 1:] - d_s[:, :-1]) > tol[:, None]
+    group = torch.cat([torch.zeros_like(gaps[:, :1]), gaps], dim=1).long().cumsum(1)
+    key = group * (int(idx.max()) + 1 if idx.numel() else 1) + i_s
+    pick = torch.argsort(key, dim=1)[:, :k]
+    return torch.gather(d_s, 1, pick), torch.gather(i_s, 1, pick)
+
+
 class HammingRetriever(Retriever):
     """Exact nearest neighbours in embedding space from bit-packed alleles and per-site weights.
 
     ``device``: where the packed reference bits live and the search runs (CPU: C++ popcount op,
-    CUDA: Triton kernel). ``slack``: extra candidates fetched beyond ``k + E`` before the exactness
-    check (grown by doubling when the check fails, e.g. many duplicated haplotypes at the K-th
-    distance).
+    CUDA: Triton kernel). ``slack``: extra candidates fetched beyond ``k + E`` for the exactness
+    certificate; queries it cannot certify take the exact float64 GEMM path.
     """
 
     def __init__(
-        self, panel, freqs, layout, reference_rows=None, k: int = 1, device: Any = None, slack: int = 16
+        self, panel, freqs, layout, reference_rows=None, k: int = 1, device: Any = None, slack: int = 32
     ):
         super().__init__(panel, freqs, layout, reference_rows, k)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -196,7 +211,9 @@ class HammingRetriever(Retriever):
         self._bits: dict[int, torch.Tensor] = {}
         # Per window, float64 [n] each: w (allele mismatch cost), cost of UNK vs allele 0 / 1.
         self._costs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-        self.n_general_queries = 0  # queries answered by the float64 GEMM path (UNK, all-masked)
+        self._units: dict[int, float] = {}
+        self.n_general_queries = 0  # queries answered by the float64 GEMM path (UNK, uncertified...)
+        self.n_uncertified = 0  # fast-path queries whose exactness certificate failed
 
     # -- state ---------------------------------------------------------------------------------
     def to(self, device: Any) -> HammingRetriever:
@@ -228,7 +245,7 @@ class HammingRetriever(Retriever):
         if device is not None and torch.device(device) != self.device:
             self.to(device)
         dev = _layer_device(embedding_layer)
-        costs = {}
+        costs, units = {}, {}
         for w in range(len(self.layout)):
             pos, af = self.window_features(w)
             length = pos.shape[0]
@@ -242,15 +259,26 @@ class HammingRetriever(Retriever):
                 (f[0] - f[1]).pow(2).sum(-1),  # UNK vs allele 0
                 (f[0] - f[2]).pow(2).sum(-1),  # UNK vs allele 1
             )
-            costs[w] = tuple(x.to(self.device) for x in c)
-        self._costs = costs
+            # Integer costs in units of max/2**40: every distance is then a sum of integers below
+            # 2**53, exact in float64 whatever the summation order (GEMM blocking included), so
+            # equal mismatch patterns give bit-equal distances and ties are real ties.
+            unit = max(float(torch.stack([x.max() for x in c]).max()), 1e-300) / 2.0**_FINE_BITS
+            costs[w] = tuple(torch.round(x / unit).to(self.device) for x in c)
+            units[w] = unit
+        self._costs, self._units = costs, units
+
+    def _int_costs(self, window_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """(w, UNK-vs-0, UNK-vs-1) as integer-valued float64 ``[n]`` each, and their unit."""
+        if self._costs is None:
+            sl = self.layout.sites(window_idx)
+            one = torch.ones(sl.stop - sl.start, dtype=torch.float64, device=self.device)
+            return one, torch.zeros_like(one), torch.zeros_like(one), 1.0
+        return (*self._costs[window_idx], self._units[window_idx])
 
     def site_weights(self, window_idx: int) -> torch.Tensor:
         """Current per-site mismatch weights of a window, float64 ``[n]`` (ones before the first refresh)."""
-        if self._costs is None:
-            sl = self.layout.sites(window_idx)
-            return torch.ones(sl.stop - sl.start, dtype=torch.float64, device=self.device)
-        return self._costs[window_idx][0]
+        w, _, _, unit = self._int_costs(window_idx)
+        return w * unit
 
     # -- search --------------------------------------------------------------------------------
     def search(self, window_idx, query_tokens, exclude=None, k=None):
@@ -284,83 +312,100 @@ class HammingRetriever(Retriever):
                 dist[qs], index[qs] = d, i
         return dist.float().to(out_device), self._rows(index).to(out_device)
 
+    def _ref_alleles(self, window_idx: int, internal: torch.Tensor | None = None) -> torch.Tensor:
+        """Reference alleles uint8 ``[..., n]`` on ``self.device`` (all rows, or rows ``internal [...]``).
+
+        CPU: read from the panel's uint8 matrix (no unpacking); CUDA: unpacked from the bits.
+        """
+        if self.device.type == "cpu":
+            sl = self.layout.sites(window_idx)
+            rows = self.reference_rows if internal is None else self.reference_rows[internal.cpu().numpy()]
+            return torch.from_numpy(np.ascontiguousarray(self.panel.haplotypes[rows, sl]))
+        bits = self.bits(window_idx)
+        sl = self.layout.sites(window_idx)
+        return unpack_bits(bits if internal is None else bits[internal], sl.stop - sl.start)
+
     def _search_general(self, window_idx: int, sites: torch.Tensor, ex: torch.Tensor, k: int):
         """Exact float64 path: ``dist = sum_l c_l(q_l, 0) + R @ (c_l(q_l, 1) - c_l(q_l, 0))``.
 
-        Handles per-query masks and UNK calls; ties by lowest index via a stable sort.
+        Handles per-query masks and UNK calls, and answers queries the fast path could not
+        certify. Ties by lowest index (exact selection below).
         """
         self.n_general_queries += sites.shape[0]
-        n = sites.shape[1]
-        w = self.site_weights(window_idx)
-        if self._costs is None:
-            ua = ub = torch.zeros_like(w)
-        else:
-            _, ua, ub = self._costs[window_idx]
+        w, ua, ub, unit = self._int_costs(window_idx)
         zero = torch.zeros_like(w)
         c0 = torch.where(sites == ALLELE_1, w, zero) + torch.where(sites == UNK, ua, zero)
         c1 = torch.where(sites == ALLELE_0, w, zero) + torch.where(sites == UNK, ub, zero)
-        refs = unpack_bits(self.bits(window_idx), n).double()  # [N, n]
-        dist = c0.sum(1, keepdim=True) + (c1 - c0) @ refs.T  # [G, N]
+        refs = self._ref_alleles(window_idx).double()  # [N, n]
+        dist = c0.sum(1, keepdim=True) + (c1 - c0) @ refs.T  # [G, N], exact integers
+        n_ref = dist.shape[1]
         if ex.numel():
-            n_ref = dist.shape[1]
             hit = torch.zeros(dist.shape[0], n_ref + 1, dtype=torch.bool, device=dist.device)
             hit.scatter_(1, torch.where(ex >= 0, ex, n_ref), True)  # -1 -> spare column, dropped
             dist = dist.masked_fill(hit[:, :n_ref], math.inf)
-        d, i = torch.sort(dist, dim=1, stable=True)
-        return d[:, :k], i[:, :k]
+        # Exact (dist, index) top-k without a full sort: every row at or below the k-th value,
+        # then a small stable sort of just those (ties may make them more than k).
+        kth = torch.topk(dist, k, dim=1, largest=False).values[:, -1:]
+        m = int((dist <= kth).sum(1).max())
+        cand_d, cand_i = torch.topk(dist, m, dim=1, largest=False)
+        d, i = _topk_by_dist_then_index(cand_d, cand_i, k)
+        return d * unit, i
 
     def _search_shared_mask(
         self, window_idx: int, sites: torch.Tensor, mask: torch.Tensor, ex: torch.Tensor, k: int
     ):
-        """Fast path: integer-weighted popcount top-K, then certified float64 re-rank."""
+        """Fast path: integer-weighted popcount top-(k + E + slack), then a certified float64 re-rank.
+
+        Queries whose certificate fails (typically many duplicated haplotypes tied at the K-th
+        distance) are answered by the exact GEMM path.
+        """
         n_ref = self.n_references
-        w = self.site_weights(window_idx) * (~mask)
+        w_all, _, _, unit = self._int_costs(window_idx)
+        w = w_all * (~mask)  # fine integer weights (exact sums)
         wmax = float(w.max()) if w.numel() else 0.0
         if wmax <= 0.0:  # everything masked: all distances are 0, lowest rows win
             return self._search_general(window_idx, sites, ex, k)
         scale = wmax / 2.0**_QBITS
-        wq = torch.round(w / scale)
-        err = (w - wq * scale).abs()
-        bound = float(err.sum())  # |exact - scale * quantised| <= bound for every reference
-        wq_long = wq.long()
-        wq_int = wq.to(torch.int32)
+        wq = torch.round(w / scale)  # the kernel's coarse integer weights
+        bound = float((w - wq * scale).abs().sum())  # |exact - scale * coarse| <= bound, any row
         q = (sites == ALLELE_1).to(torch.uint8)  # masked / non-ALT sites -> 0 bits
-        qbits = pack_bits(q)
-        ref_bits = self.bits(window_idx)
         n_ex = int((ex >= 0).sum(1).max()) if ex.numel() else 0
-        kp = min(n_ref, k + n_ex + self.slack)
-        dist = torch.empty(sites.shape[0], k, dtype=torch.float64, device=self.device)
-        index = torch.empty(sites.shape[0], k, dtype=torch.int64, device=self.device)
-        todo = torch.arange(sites.shape[0], device=self.device)
-        while todo.numel():
-            # Integer weights go to the kernel as given (no second quantisation).
-            _, cand = hamming_topk(qbits[todo], ref_bits, weights=wq_int, k=kp)
-            cand = cand.to(self.device)
-            alle = unpack_bits(ref_bits[cand], sites.shape[1])  # [G, kp, n]
-            mism = (alle != q[todo, None, :]) & ~mask
-            qd = (mism.long() * wq_long).sum(-1)  # exact integer distances of the candidates
-            exact = qd.double() * scale if bound == 0.0 else (mism.double() * w).sum(-1)
-            if ex.numel():
-                is_ex = (cand[:, :, None] == ex[todo, None, :]).any(-1)
-                exact = exact.masked_fill(is_ex, math.inf)
-            d, i = _topk_by_dist_then_index(exact, cand, k)
-            dk = d[:, -1]
-            if kp >= n_ref:
-                ok = torch.ones_like(dk, dtype=torch.bool)
-            else:
-                # Every row outside the candidates has quantised distance >= the largest
-                # candidate's (the kernel's top-kp is exact on integers, ties to lower rows).
-                floor = qd.max(1).values.double() * scale
-                if bound == 0.0:
-                    ok = floor >= dk  # exact quantisation: kernel order == true order
-                else:
-                    ok = (floor - bound) * (1.0 - 1e-12) > dk
-                ok &= torch.isfinite(dk)
-            done = todo[ok]
-            dist[done], index[done] = d[ok], i[ok]
-            todo = todo[~ok]
-            kp = min(n_ref, 2 * kp)
-        return dist, index
+        kp = k + n_ex + self.slack
+        if self.device.type == "cuda":  # stay within the Triton kernel's k (it falls back beyond)
+            kp = max(k + n_ex, min(kp, _TRITON_MAX_K))
+        kp = min(n_ref, kp)
+        # Integer weights go to the kernel as given (no second quantisation).
+        _, cand = hamming_topk(pack_bits(q), self.bits(window_idx), weights=wq.to(torch.int32), k=kp)
+        cand = cand.to(self.device)
+        alle = self._ref_alleles(window_idx, cand)  # [G, kp, n]
+        mism = (alle != q[:, None, :]) & ~mask
+        qd = (mism.long() * wq.long()).sum(-1)  # exact integer distances of the candidates
+        exact = (mism.double() * w).sum(-1)  # exact integers (fine units)
+        if ex.numel():
+            exact = exact.masked_fill((cand[:, :, None] == ex[:, None, :]).any(-1), math.inf)
+        dist, index = _topk_by_dist_then_index(exact, cand, k)
+        dk = dist[:, -1]
+        if kp >= n_ref:
+            return dist * unit, index
+        # Every row outside the candidates has quantised distance >= the largest candidate's
+        # (the kernel's top-kp is exact on integers, ties to lower rows), so its exact distance
+        # is >= floor - bound: if that exceeds the K-th exact distance, nothing outside can
+        # enter or tie the top K.
+        floor = qd.max(1).values.double() * scale
+        if bound == 0.0:
+            ok = floor >= dk  # exact quantisation: the kernel's (d_int, row) order is the answer
+        else:  # (+1 fine unit and 1e-12: rounding of scale * coarse, which is not integer)
+            ok = floor - bound > dk * (1.0 + 1e-12) + 1.0
+        ok &= torch.isfinite(dk)
+        self.n_uncertified += int((~ok).sum())
+        if not bool(ok.all()):
+            bad = torch.nonzero(~ok).flatten()
+            dist[bad], index[bad] = self._search_general(window_idx, sites[bad], ex[bad], k)
+            dist[bad] /= unit  # back to fine units; scaled once below
+        return dist * unit, index
+
+
+_TRITON_MAX_K = 64  # vcfbert_fast.kernels.hamming_topk.MAX_K (not imported: it needs triton)
 
 
 class _FaissWindow:
@@ -378,7 +423,9 @@ class FaissRetriever(Retriever):
     evicted when a new one would exceed the budget; a single window larger than the budget is
     an error. ``chunk_rows``: references embedded per forward call while building.
     ``rel_margin``: bound on FAISS's float32 distance error relative to ``||q||^2 + ||r||^2``,
-    used to certify that re-ranked candidates contain the exact top K.
+    used to certify that re-ranked candidates contain the exact top K. ``tie_rtol``: float64
+    distances closer than this (relative to ``||q||^2 + max ||r||^2``) are ties (lowest row
+    wins): float32 embeddings of equal haplotypes may differ by an ulp across batch positions.
     """
 
     def __init__(
@@ -393,6 +440,7 @@ class FaissRetriever(Retriever):
         chunk_rows: int = 256,
         use_gpu: bool | None = None,
         rel_margin: float = 1e-4,
+        tie_rtol: float = 1e-8,
     ):
         super().__init__(panel, freqs, layout, reference_rows, k)
         self.max_bytes = int(max_bytes)
@@ -400,6 +448,7 @@ class FaissRetriever(Retriever):
         self.chunk_rows = int(chunk_rows)
         self.use_gpu = use_gpu
         self.rel_margin = float(rel_margin)
+        self.tie_rtol = float(tie_rtol)
         self._layer: torch.nn.Module | None = None
         self._cache: OrderedDict[tuple[int, bytes], _FaissWindow] = OrderedDict()
         self.n_built = 0
@@ -533,7 +582,8 @@ class FaissRetriever(Retriever):
             if ex.numel():
                 is_ex = (cand[:, :, None] == ex[todo, None, :]).any(-1)
                 exact = exact.masked_fill(is_ex, math.inf)
-            d, i = _topk_by_dist_then_index(exact, cand, k)
+            tie = torch.from_numpy(self.tie_rtol * (qn[todo] + entry.norms.max()))
+            d, i = _topk_with_tie_tolerance(exact, cand, k, tie)
             dk = d[:, -1].numpy()
             if kp >= n_ref:
                 ok = np.ones(todo.size, dtype=bool)
