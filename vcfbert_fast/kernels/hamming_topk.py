@@ -13,8 +13,8 @@ with each bit plane of the integer weights, shifted by the plane's bit), packs
 ``key = dist << IDX_BITS | index`` so that one int64 ``min`` orders by (dist, index) exactly,
 and writes only its ``k`` smallest keys. A second tiny kernel merges the per-tile
 candidates (``Q x ceil(N/BN) x k`` keys, never the full ``[Q, N]`` matrix) and decodes them.
-Popcount uses the portable SWAR bit trick on int64: it runs in the interpreter too and LLVM
-folds it into the hardware ``popc`` on GPUs.
+Popcount uses the portable SWAR bit trick on uint64: it runs in the interpreter too and LLVM
+folds it into the hardware ``popc.b64`` on NVIDIA GPUs (verified by compiling for sm_90).
 """
 
 from __future__ import annotations
@@ -30,17 +30,19 @@ from vcfbert_fast.kernels import interpret_mode
 INT64_MAX = 2**63 - 1
 MAX_K = 64
 _BQ = 16
-_BN = 64
-_SELECT_MAX_BLOCK = 1024
+_BN = 32
+_SELECT_MAX_BLOCK = 2048
 
 
 @triton.jit
-def _popcount64(v):
-    # SWAR popcount; arithmetic shifts are harmless because every mask clears the top bit.
+def _popcount64(x):
+    # SWAR popcount on uint64 (logical shifts): runs in the interpreter, and LLVM recognises
+    # the exact pattern and emits one hardware popc.b64 on NVIDIA GPUs (checked in the PTX).
+    v = x.to(tl.uint64, bitcast=True)
     v = v - ((v >> 1) & 0x5555555555555555)
     v = (v & 0x3333333333333333) + ((v >> 2) & 0x3333333333333333)
     v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0F
-    return (v * 0x0101010101010101) >> 56
+    return ((v * 0x0101010101010101) >> 56).to(tl.int64, bitcast=True)
 
 
 @triton.jit
@@ -219,6 +221,7 @@ def _launch(query_bits, ref_bits, weights, k):
         WEIGHTED=weights is not None,
         BQ=_BQ,
         BN=_BN,
+        num_warps=2,  # a 16 x 32 tile: 8 keys per thread; small tiles -> more programs in flight
     )
     # merge candidates: reduce in chunks until one block per query holds them all
     m = keys.shape[1]
