@@ -267,3 +267,30 @@ def test_gpu_every_dtype_and_compile():
     got = fn(c["tokens"], c["token_table"], c["site_rows"])
     ref = embed_flatten_reference(c["tokens"], c["token_table"], c["site_rows"], torch.bfloat16)
     assert torch.equal(got, ref.view(5, -1))
+
+
+def test_kernel_compiles_for_gpu():
+    """The GPU code path (bf16 output, float32 and float64 inputs) compiles for an H100 (sm_90)."""
+    if CHILD:
+        pytest.skip("needs JIT (not interpreted) kernels")
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from vcfbert_fast.kernels.embed_flatten import _embed_flatten_kernel
+
+    names = ("PER_SITE_TABLE", "SITE_BATCHED", "F64", "OUT16", "BF16_RNE", "BR", "BD")
+    for per_site, f64 in ((False, False), (True, True)):
+        fp = "*fp64" if f64 else "*fp32"
+        sig = {"tok_ptr": "*i64", "table_ptr": fp, "site_ptr": fp, "out_ptr": "*bf16"}
+        sig.update({n: "i32" for n in ("R", "L", "D", "V")})
+        sig.update({n: "constexpr" for n in names})
+        consts = dict(zip(names, (per_site, False, f64, True, False, 16, 256)))
+        try:
+            kernel = triton.compile(
+                ASTSource(fn=_embed_flatten_kernel, signature=sig, constexprs=consts),
+                target=GPUTarget("cuda", 90, 32),
+            )
+        except (ImportError, FileNotFoundError) as exc:
+            pytest.skip(f"cannot compile for sm_90 here: {exc}")
+        assert "cvt.rn.bf16" in kernel.asm["ptx"]
