@@ -59,19 +59,32 @@ VF_INLINE int64_t dist_uniform(const int64_t* q, const int64_t* r, int64_t W) {
   return d;
 }
 
-// table[b * 256 + v] = sum of the weights of the set bits of byte value v at byte position b.
-VF_INLINE int64_t dist_weighted(const int64_t* q, const int64_t* r, int64_t W, const int32_t* table) {
-  int64_t d = 0;
-  for (int64_t w = 0; w < W; ++w) {
-    uint64_t x = static_cast<uint64_t>(q[w] ^ r[w]);
-    const int32_t* t = table + w * 8 * 256;
-    // Skipping zero words is the common case for near neighbours and costs one branch.
-    if (x == 0) continue;
-    d += int64_t{t[x & 255]} + t[256 + ((x >> 8) & 255)] + t[512 + ((x >> 16) & 255)] +
-         t[768 + ((x >> 24) & 255)] + t[1024 + ((x >> 32) & 255)] + t[1280 + ((x >> 40) & 255)] +
-         t[1536 + ((x >> 48) & 255)] + t[1792 + (x >> 56)];
+// Weighted distances use table[b * 256 + v] = sum of the weights of the set bits of byte value v
+// at byte position b (built once per call by byte_tables).
+
+// Distances of query q to rows [j0, j0 + n) (n <= kTile) into d. Weighted: word-major over a tile
+// of rows, so one word's 8 byte tables (8 KiB) stay in L1 while the whole tile uses them.
+constexpr int64_t kTile = 64;
+
+template <bool kWeighted>
+VF_INLINE void tile_distances(const int64_t* q, const int64_t* ref, int64_t W, const int32_t* table, int64_t j0,
+                              int64_t n, int64_t* d) {
+  if constexpr (!kWeighted) {
+    for (int64_t t = 0; t < n; ++t) d[t] = dist_uniform(q, ref + (j0 + t) * W, W);
+  } else {
+    for (int64_t t = 0; t < n; ++t) d[t] = 0;
+    for (int64_t w = 0; w < W; ++w) {
+      const int32_t* tb = table + w * 8 * 256;
+      const uint64_t qw = static_cast<uint64_t>(q[w]);
+      const int64_t* col = ref + j0 * W + w;
+      for (int64_t t = 0; t < n; ++t) {
+        const uint64_t x = qw ^ static_cast<uint64_t>(col[t * W]);
+        d[t] += int64_t{tb[x & 255]} + tb[256 + ((x >> 8) & 255)] + tb[512 + ((x >> 16) & 255)] +
+                tb[768 + ((x >> 24) & 255)] + tb[1024 + ((x >> 32) & 255)] + tb[1280 + ((x >> 40) & 255)] +
+                tb[1536 + ((x >> 48) & 255)] + tb[1792 + (x >> 56)];
+      }
+    }
   }
-  return d;
 }
 
 // Scan rows [j0, j1) for one query. Small k: bounded insertion buffer. Large k: all distances of
@@ -79,18 +92,23 @@ VF_INLINE int64_t dist_weighted(const int64_t* q, const int64_t* r, int64_t W, c
 template <bool kWeighted>
 VF_INLINE void scan_block(const int64_t* q, const int64_t* ref, int64_t W, const int32_t* table, int64_t j0,
                           int64_t j1, int64_t k, std::vector<Cand>& result) {
+  int64_t d[kTile];
   if (k <= 64) {
     TopK top(std::min(k, j1 - j0));
-    for (int64_t j = j0; j < j1; ++j) {
-      const int64_t d = kWeighted ? dist_weighted(q, ref + j * W, W, table) : dist_uniform(q, ref + j * W, W);
-      if (d < top.worst()) top.push(d, j);
+    for (int64_t j = j0; j < j1; j += kTile) {
+      const int64_t n = std::min(kTile, j1 - j);
+      tile_distances<kWeighted>(q, ref, W, table, j, n, d);
+      for (int64_t t = 0; t < n; ++t) {
+        if (d[t] < top.worst()) top.push(d[t], j + t);
+      }
     }
     result = std::move(top.buf);
   } else {
     std::vector<Cand> all(static_cast<size_t>(j1 - j0));
-    for (int64_t j = j0; j < j1; ++j) {
-      const int64_t d = kWeighted ? dist_weighted(q, ref + j * W, W, table) : dist_uniform(q, ref + j * W, W);
-      all[j - j0] = Cand{d, j};
+    for (int64_t j = j0; j < j1; j += kTile) {
+      const int64_t n = std::min(kTile, j1 - j);
+      tile_distances<kWeighted>(q, ref, W, table, j, n, d);
+      for (int64_t t = 0; t < n; ++t) all[j + t - j0] = Cand{d[t], j + t};
     }
     const int64_t kk = std::min<int64_t>(k, j1 - j0);
     std::partial_sort(all.begin(), all.begin() + kk, all.end());
