@@ -378,9 +378,11 @@ class HammingRetriever(Retriever):
         _, cand = hamming_topk(pack_bits(q), self.bits(window_idx), weights=wq.to(torch.int32), k=kp)
         cand = cand.to(self.device)
         alle = self._ref_alleles(window_idx, cand)  # [G, kp, n]
-        mism = (alle != q[:, None, :]) & ~mask
-        qd = (mism.long() * wq.long()).sum(-1)  # exact integer distances of the candidates
-        exact = (mism.double() * w).sum(-1)  # exact integers (fine units)
+        mism = ((alle != q[:, None, :]) & ~mask).double()
+        # Coarse (kernel) and fine distances of the candidates in one product; both are sums of
+        # integers below 2**53, hence exact in float64.
+        both = mism @ torch.stack([wq, w], dim=1)  # [G, kp, 2]
+        qd, exact = both[..., 0], both[..., 1]
         if ex.numel():
             exact = exact.masked_fill((cand[:, :, None] == ex[:, None, :]).any(-1), math.inf)
         dist, index = _topk_by_dist_then_index(exact, cand, k)
@@ -391,7 +393,7 @@ class HammingRetriever(Retriever):
         # (the kernel's top-kp is exact on integers, ties to lower rows), so its exact distance
         # is >= floor - bound: if that exceeds the K-th exact distance, nothing outside can
         # enter or tie the top K.
-        floor = qd.max(1).values.double() * scale
+        floor = qd.max(1).values * scale
         if bound == 0.0:
             ok = floor >= dk  # exact quantisation: the kernel's (d_int, row) order is the answer
         else:  # (+1 fine unit and 1e-12: rounding of scale * coarse, which is not integer)
