@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 CHILD = os.environ.get("VCFBERT_INTERPRET_CHILD") == "1"
 REPO = Path(__file__).resolve().parents[1]
 interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 child (test_interpret_suite)")
-N_INTERP_TESTS = 9  # the child must run (and pass) this many test_interp_* cases
+N_INTERP_TESTS = 10  # the child must run (and pass) this many test_interp_* cases
 
 
 def _packed_case(n_q: int, n_ref: int, n_sites: int, dup: bool = True, device="cpu"):
@@ -92,15 +92,15 @@ def test_reference_matches_bruteforce():
             assert torch.equal(d, ed) and torch.equal(i, ei)
 
 
-def test_weight_planes_reconstruct_weights():
-    from vcfbert_fast.kernels.hamming_topk import unpack_bits, weight_planes
+def test_weight_planes_reference_reconstructs_weights():
+    from vcfbert_fast.kernels.hamming_topk import N_PLANES, unpack_bits, weight_planes_reference
 
     n_words = 3
     w = torch.randint(0, 2**31 - 1, (n_words * 64,), dtype=torch.int32)
     w[-1] = 2**31 - 1
-    planes, n_planes, wsum = weight_planes(w, n_words)
-    assert n_planes == 31 and wsum == int(w.long().sum())
-    rebuilt = (unpack_bits(planes) << torch.arange(n_planes)[:, None]).sum(0)
+    planes = weight_planes_reference(w, n_words)
+    assert planes.shape == (N_PLANES, n_words)
+    rebuilt = (unpack_bits(planes) << torch.arange(N_PLANES)[:, None]).sum(0)
     assert torch.equal(rebuilt, w.long())
 
 
@@ -220,6 +220,20 @@ def test_interp_op_and_fake():
 
 
 @interp
+def test_interp_planes_kernel_and_cache():
+    import vcfbert_fast.kernels.hamming_topk as H
+
+    w = torch.randint(0, 2**31 - 1, (128,), dtype=torch.int32)
+    w[5] = 2**31 - 1
+    assert torch.equal(H.weight_planes(w, 2), H.weight_planes_reference(w, 2))
+    first = H._cached_planes(w, 2)
+    assert H._cached_planes(w, 2) is first  # same tensor, unmodified: reused
+    w[7] = 3  # in-place edit bumps the version: recomputed
+    again = H._cached_planes(w, 2)
+    assert again is not first and torch.equal(again, H.weight_planes_reference(w, 2))
+
+
+@interp
 def test_interp_empty_query_batch():
     from vcfbert_fast.kernels.hamming_topk import _launch
 
@@ -303,3 +317,5 @@ def test_kernels_compile_for_gpu_with_hardware_popcount():
     sig.update({n: "constexpr" for n in ("K", "IDX_BITS", "BM", "FINAL")})
     ptx = _compile_for_sm90(H._select_kernel, sig, {"K": 8, "IDX_BITS": 11, "BM": 512, "FINAL": True})
     assert ".entry" in ptx
+    sig = {"w_ptr": "*i32", "planes_ptr": "*i64", "W": "i32", "NP": "constexpr"}
+    assert ".entry" in _compile_for_sm90(H._planes_kernel, sig, {"NP": H.N_PLANES})

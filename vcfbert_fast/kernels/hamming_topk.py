@@ -9,9 +9,10 @@ smallest per query in ascending order, ties broken by the lowest reference index
 
 How: each program takes a tile of ``BQ`` queries x ``BN`` references, accumulates exact
 integer distances word by word (popcount of the XOR; weighted: popcount of the XOR ANDed
-with each bit plane of the integer weights, shifted by the plane's bit), packs
+with each bit plane of the integer weights, shifted by the plane's bit; all-zero planes are
+skipped, so 16-bit weights cost 16 popcounts per word), packs
 ``key = dist << IDX_BITS | index`` so that one int64 ``min`` orders by (dist, index) exactly,
-and writes only its ``k`` smallest keys. A second tiny kernel merges the per-tile
+and writes only its ``k`` smallest keys. Nothing syncs with the host (CUDA-graph friendly). A second tiny kernel merges the per-tile
 candidates (``Q x ceil(N/BN) x k`` keys, never the full ``[Q, N]`` matrix) and decodes them.
 Popcount uses the portable SWAR bit trick on uint64: it runs in the interpreter too and LLVM
 folds it into the hardware ``popc.b64`` on NVIDIA GPUs (verified by compiling for sm_90).
@@ -76,7 +77,8 @@ def _hamming_block_topk_kernel(
         if WEIGHTED:
             for b in range(NPLANES):
                 plane = tl.load(planes_ptr + b * W + w)
-                acc += _popcount64(x & plane) << b
+                if plane != 0:  # uniform branch: high planes of small weights cost one load
+                    acc += _popcount64(x & plane) << b
         else:
             acc += _popcount64(x)
     keys = (acc << IDX_BITS) | cols[None, :]
@@ -118,38 +120,55 @@ def _select_kernel(
 
 # ----------------------------------------------------------------------------- weights
 
+N_PLANES = 31  # non-negative int32 weights use bits 0..30
 
-def weight_planes(weights: torch.Tensor, n_words: int) -> tuple[torch.Tensor, int, int]:
-    """Bit planes of integer site weights: ``planes[b, w]`` packs bit ``b`` of ``w_l``.
 
-    Returns ``(planes int64 [n_planes, W], n_planes, max_distance)``; one host sync.
-    """
+@triton.jit
+def _planes_kernel(w_ptr, planes_ptr, W, NP: tl.constexpr):
+    # planes[b, word] packs bit b of the 64 weights of that word, site l at bit l % 64
+    word = tl.program_id(0)
+    pos = tl.arange(0, 64).to(tl.int64)
+    wv = tl.load(w_ptr + word * 64 + pos).to(tl.int64)
+    for b in tl.static_range(NP):
+        # distinct powers of two: the (wrapping) int64 sum is a bitwise OR
+        tl.store(planes_ptr + b * W + word, tl.sum(((wv >> b) & 1) << pos, axis=0))
+
+
+def weight_planes_reference(weights: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Torch version of the planes kernel: int64 ``[N_PLANES, W]``."""
     w = weights.to(torch.int64)
-    wmax, wsum = (int(v) for v in torch.stack([w.max(), w.sum()]).tolist())
-    n_planes = max(1, wmax.bit_length())
-    shifts = torch.arange(n_planes, device=w.device, dtype=torch.int64)
-    bits = (w[None, :] >> shifts[:, None]) & 1  # [P, W*64]
+    shifts = torch.arange(N_PLANES, device=w.device, dtype=torch.int64)
+    bits = (w[None, :] >> shifts[:, None]) & 1
     pos = torch.arange(64, device=w.device, dtype=torch.int64)
-    # each bit lands in its own position, so the (wrapping) int64 sum is a bitwise OR
-    planes = (bits.view(n_planes, n_words, 64) << pos).sum(-1)
-    return planes.contiguous(), n_planes, wsum
+    return (bits.view(N_PLANES, n_words, 64) << pos).sum(-1)
+
+
+def weight_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Bit planes of the integer site weights, ``planes[b, w]`` = bit ``b`` of the weights in
+    word ``w`` (int64 ``[N_PLANES, W]``): one launch, no host sync. Negative weights fail an
+    (asynchronous on CUDA) assertion."""
+    torch._assert_async((weights >= 0).all(), "hamming_topk: weights must be non-negative")
+    planes = torch.empty((N_PLANES, n_words), dtype=torch.int64, device=weights.device)
+    _planes_kernel[(n_words,)](weights.contiguous(), planes, n_words, NP=N_PLANES)
+    return planes
 
 
 _PLANE_CACHE: dict = {}
 
 
-def _cached_planes(weights: torch.Tensor, n_words: int) -> tuple[torch.Tensor, int, int]:
-    """Weights change once per refresh, queries every batch: skip the sync when unchanged."""
+def _cached_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Weights change once per refresh, queries every batch: reuse planes while the same
+    tensor is passed unmodified (identity + version counter)."""
     key = (id(weights), n_words)
     hit = _PLANE_CACHE.get(key)
     if hit is not None:
-        ref, version, value = hit
+        ref, version, planes = hit
         if ref() is weights and weights._version == version:
-            return value
-    value = weight_planes(weights, n_words)
+            return planes
+    planes = weight_planes(weights, n_words)
     _PLANE_CACHE.clear()  # one entry: the current window's weights
-    _PLANE_CACHE[key] = (weakref.ref(weights), weights._version, value)
-    return value
+    _PLANE_CACHE[key] = (weakref.ref(weights), weights._version, planes)
+    return planes
 
 
 # ----------------------------------------------------------------------------- checks
@@ -194,11 +213,18 @@ def _launch(query_bits, ref_bits, weights, k):
     if n_q == 0:
         return dist, index
     idx_bits = max(1, (n_ref - 1).bit_length())
+    limit = (1 << (63 - idx_bits)) - 1  # keys dist << idx_bits | index must stay below INT64_MAX
     if weights is None:
-        planes, n_planes, max_dist = q, 0, n_words * 64  # planes unused
+        planes, n_planes = q, 0  # planes unused
+        max_dist = n_words * 64
     else:
-        planes, n_planes, max_dist = _cached_planes(weights, n_words)
-    if max_dist >= (1 << (63 - idx_bits)) - 1:
+        planes, n_planes = _cached_planes(weights, n_words), N_PLANES
+        if weights.device.type == "cpu":  # interpreter: no sync to avoid, and loops cost time
+            n_planes = max(1, int(weights.max()).bit_length())
+        max_dist = (2**31 - 1) * n_words * 64  # static bound: no host sync in the common case
+        if max_dist >= limit:
+            max_dist = int(weights.to(torch.int64).sum())  # huge N: check the real bound (syncs)
+    if max_dist >= limit:
         raise ValueError(
             f"hamming_topk: weights sum to {max_dist}, too large to pack with {n_ref} indices into "
             "int64 keys; quantise the weights to fewer bits"
