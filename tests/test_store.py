@@ -50,6 +50,13 @@ def feats(panel, af, layout, w, b=None):
     return pos[None].repeat(b, 1), a[None].repeat(b, 1)
 
 
+def close(got, exp, rtol, atol):
+    """np.testing (torch.testing.assert_close imports torch.distributed on first use: seconds)."""
+    np.testing.assert_allclose(
+        got.detach().float().numpy(), exp.detach().float().numpy(), rtol=rtol, atol=atol
+    )
+
+
 def embedding(dims=16):
     return HaplotypeEmbedding(ModelConfig(dims=dims, n_layers=1, attn_heads=2, dropout=0.2))
 
@@ -85,12 +92,12 @@ def test_store_equals_live_in_eval(per_site):
         expected = independent_live(panel, layout, w, rows, emb, pos, a)
         with torch.no_grad():
             got_live = live.encode(w, rows, emb, pos, a)
-        torch.testing.assert_close(got_live, expected, rtol=1e-5, atol=1e-5)
+        close(got_live, expected, rtol=1e-5, atol=1e-5)
         pos_b, a_b = feats(panel, af, layout, w, b)  # [B, L] features give the same answer
         got = store.encode(w, rows, emb, pos_b, a_b)
         assert got.dtype == torch.bfloat16 and got.shape == expected.shape and not got.requires_grad
         # bf16 keeps 8 significant bits: relative error <= 2**-8 (plus float32 noise near 0).
-        torch.testing.assert_close(got.float(), expected, rtol=2**-8, atol=1e-4)
+        close(got.float(), expected, rtol=2**-8, atol=1e-4)
 
 
 def test_gather_equals_index_select_and_buffer_reused():
@@ -131,9 +138,7 @@ def test_live_gradients_flow_store_frozen_until_refresh():
     store.refresh(emb)
     after = store.encode(0, rows, emb, pos, a)
     assert not torch.equal(after, before)
-    torch.testing.assert_close(
-        after.float(), independent_live(panel, layout, 0, rows, emb, pos, a), rtol=2**-8, atol=1e-4
-    )
+    close(after.float(), independent_live(panel, layout, 0, rows, emb, pos, a), rtol=2**-8, atol=1e-4)
 
 
 def test_budget_lru_eviction_and_too_large_window():
@@ -194,7 +199,7 @@ def test_bad_rows_and_lengths():
         )
         with torch.no_grad():
             exp = emb(tok, pp[None].expand(2, -1), ap[None].expand(2, -1))
-        torch.testing.assert_close(got[0].detach(), exp, rtol=1e-5, atol=1e-5)
+        close(got[0].detach(), exp, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="mode"):
         ReferenceEmbeddings(panel, layout, mode="frozen")
 

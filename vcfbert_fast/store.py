@@ -249,9 +249,12 @@ class ReferenceEmbeddings:
         for s in range(0, alleles.shape[0], self.chunk_rows):
             tokens = torch.from_numpy(frame_tokens(alleles[s : s + self.chunk_rows])).to(dev)
             if table is not None:
-                from .ops.embed_flatten import embed_flatten
+                # CUDA: the fused Triton lookup. CPU: the op's own torch path, called directly
+                # (same result, without the custom-op dispatch that costs seconds on first use).
+                from .ops.embed_flatten import embed_flatten, embed_flatten_reference
 
-                x = embed_flatten(tokens, site_table=table, out_dtype=self.dtype)
+                fn = embed_flatten if tokens.is_cuda else embed_flatten_reference
+                x = fn(tokens, site_table=table, out_dtype=self.dtype)
             else:
                 x = self._embed(layer, tokens, pos, af).to(self.dtype)
             store[s : s + x.shape[0]].copy_(x)
