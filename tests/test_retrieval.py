@@ -389,3 +389,21 @@ def test_unk_general_path_exact_tiebreak_with_duplicates():
     exp = expected_order(brute, refs, k, own.numpy())
     np.testing.assert_array_equal(i.numpy(), exp)
     np.testing.assert_allclose(d.numpy(), np.take_along_axis(brute, exp, 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_hamming_on_cuda_matches_cpu():
+    """The Triton kernel path (bits on the GPU) returns what the CPU engine returns."""
+    rng = _rng()
+    panel, freqs, layout = setup(rng, n_dup=8)
+    emb = embedding()
+    cpu = HammingRetriever(panel, freqs, layout, k=8)
+    gpu = HammingRetriever(panel, freqs, layout, k=8, device="cuda")
+    cpu.refresh_embeddings(emb)
+    gpu.refresh_embeddings(emb, device="cuda")  # same costs: only the kernel differs
+    w = int(rng.integers(len(layout)))
+    tok, own, _ = queries_from_panel(rng, panel, layout, w, 16, rng.random(layout.sizes[w]) < 0.5)
+    dc, ic = cpu.search(w, tok, exclude=own)
+    dg, ig = gpu.search(w, tok.cuda(), exclude=own.cuda())
+    assert torch.equal(ic, ig.cpu())
+    np.testing.assert_allclose(dc.numpy(), dg.cpu().numpy(), rtol=1e-5)
