@@ -106,8 +106,8 @@ def test_gather_equals_index_select_and_buffer_reused():
     emb = embedding()
     store = ReferenceEmbeddings(panel, layout, mode="store", device="cpu", max_rows=64)
     store.refresh(emb)
-    ptr = None
-    for _ in range(4):
+    ptrs, kept = [], []
+    for step in range(6):
         w = int(rng.integers(len(layout)))
         b, k = int(rng.integers(1, 8)), int(rng.integers(1, 9))
         rows = torch.from_numpy(rng.integers(0, panel.n_haplotypes, size=(b, k)))
@@ -116,9 +116,13 @@ def test_gather_equals_index_select_and_buffer_reused():
         src = store.window_store(w, pos, a)
         exp = src.index_select(0, rows.reshape(-1)).reshape(b, k, *src.shape[1:])
         assert torch.equal(got, exp)
-        if ptr is None:
-            ptr = got.data_ptr()
-        assert got.data_ptr() == ptr, "the output buffer must be reused, not reallocated"
+        ptrs.append(got.data_ptr())
+        kept.append((got, exp))
+        if step >= 1:  # the previous call's result (h1 while h2 is gathered) is still intact
+            assert torch.equal(*kept[-2])
+            assert ptrs[-1] != ptrs[-2]
+        if step >= 2:
+            assert ptrs[-1] == ptrs[-3], "output buffers must be reused in turn, not reallocated"
 
 
 def test_live_gradients_flow_store_frozen_until_refresh():

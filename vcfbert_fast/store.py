@@ -18,8 +18,9 @@ bf16, so the store has an explicit byte budget (``max_bytes``): windows are enco
 use and the least recently used ones are evicted when a new one would exceed it; a window
 larger than the whole budget raises ``InputError`` naming both sizes and the fix.
 
-The store's output is a VIEW of a buffer reused by the next ``encode`` call (no allocation per
-step): consume it (the model's fusion pools it at once) before calling ``encode`` again.
+The store's output is a VIEW of one of ``n_buffers`` (default 2) preallocated device buffers
+used in turn (no allocation per step): a step's ``rag_emb_h1`` and ``rag_emb_h2`` calls get
+different buffers, and a result stays valid until ``n_buffers`` further calls.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class ReferenceEmbeddings:
     ``pin``: pin the host store (default: when CUDA is available; the zero-copy gather needs
     it). ``per_site``: encode the store through a per-site table and ``ops.embed_flatten``
     (``O(L * V * D)`` embedding work per window instead of ``O(N * L * D)``); default: True for
-    ``HaplotypeEmbedding``. ``max_rows``: ``B*K`` to preallocate the output buffer for.
+    ``HaplotypeEmbedding``. ``max_rows``: ``B*K`` to preallocate the output buffers for;
+    ``n_buffers``: output buffers used in turn (module doc).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class ReferenceEmbeddings:
         per_site: bool | None = None,
         chunk_rows: int = 256,
         max_rows: int = 0,
+        n_buffers: int = 2,
     ):
         if mode not in ("live", "store"):
             raise ValueError(f"mode must be 'live' or 'store', not {mode!r}")
@@ -101,7 +104,9 @@ class ReferenceEmbeddings:
         self.max_rows = int(max_rows)
         self._snapshot: torch.nn.Module | None = None
         self._store: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._buf: torch.Tensor | None = None
+        self.n_buffers = int(n_buffers)
+        self._bufs: list[torch.Tensor | None] = [None] * self.n_buffers
+        self._next_buf = 0
         self.n_built = 0
         self.n_evicted = 0
 
@@ -267,13 +272,16 @@ class ReferenceEmbeddings:
             return layer(tokens, pos[None].expand(n, length), af[None].expand(n, length))
 
     def _out_buffer(self, r: int, length: int, dims: int) -> torch.Tensor:
-        """A contiguous ``[r, length, D]`` view of one reused device buffer (grown only when too small)."""
+        """A contiguous ``[r, length, D]`` view of the next buffer in turn (grown only when too small)."""
         need = r * length * dims
-        if self._buf is None or self._buf.numel() < need:
+        slot = self._next_buf
+        self._next_buf = (slot + 1) % self.n_buffers
+        buf = self._bufs[slot]
+        if buf is None or buf.numel() < need:
             max_len = int(self.layout.lengths.max())
             size = max(need, max(self.max_rows, r) * max_len * dims)
-            self._buf = torch.empty(size, dtype=self.dtype, device=self.device)
-        return self._buf[:need].view(r, length, dims)
+            buf = self._bufs[slot] = torch.empty(size, dtype=self.dtype, device=self.device)
+        return buf[:need].view(r, length, dims)
 
     def _encode_store(self, window_idx, ref_rows, layer, pos, af):
         if self._snapshot is None:
