@@ -492,6 +492,7 @@ def _read_panel_cyvcf2(path: str, progress: bool) -> tuple[_Sites, list[str], np
         if bar is not None and sites.n_records % 4096 == 0:
             bar.update(4096)
     if bar is not None:
+        bar.update(sites.n_records % 4096)
         bar.close()
     vcf.close()
     return sites, samples, _hap_major([buf.site_major(sites.n)], sites.n, 2 * len(samples))
@@ -607,7 +608,7 @@ def _read_panel_text(path: str, compressed: bool, progress: bool) -> tuple[_Site
                 for line in lines:
                     line_fn(line)
                 if bar is not None:
-                    bar.update(len(lines))
+                    bar.update(sites.n_records - bar.n)
             if pending:  # a last line without its newline
                 line_fn(pending)
         if proc is not None and proc.wait() != 0:
@@ -812,6 +813,7 @@ def read_target(path: str | os.PathLike, samples: list[str] | None = None, progr
         if bar is not None and sites.n_records % 4096 == 0:
             bar.update(4096)
     if bar is not None:
+        bar.update(sites.n_records % 4096)
         bar.close()
     vcf.close()
     sites.finish()
