@@ -21,7 +21,7 @@ from vcfbert_fast.ops.embed_flatten import embed_flatten, embed_flatten_backend,
 CHILD = os.environ.get("VCFBERT_INTERPRET_CHILD") == "1"
 REPO = Path(__file__).resolve().parents[1]
 interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 child (test_interpret_suite)")
-N_INTERP_TESTS = 6
+N_INTERP_TESTS = 7
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 
@@ -224,6 +224,21 @@ def test_interp_grads_match_plain_autograd():
             for name in kw:
                 assert got[name].dtype == kw[name].dtype
                 torch.testing.assert_close(got[name].float(), expect[name].float(), rtol=1e-2, atol=1e-2)
+
+
+@interp
+def test_interp_out_of_range_tokens_never_read_out_of_bounds():
+    c = _case()
+    bad = c["tokens"].clone()
+    bad[1, 3], bad[2, 0] = 7, -1
+    with pytest.raises(RuntimeError, match="outside"):
+        embed_flatten(bad, c["token_table"], c["site_rows"])
+    out = embed_flatten(bad, c["token_table"], c["site_rows"], validate=False)
+    assert not out[1, 3].any() and not out[2, 0].any()
+    good = torch.ones_like(bad, dtype=torch.bool)
+    good[1, 3] = good[2, 0] = False
+    ref = embed_flatten_reference(bad.clamp(0, 6), c["token_table"], c["site_rows"])
+    assert torch.equal(out[good], ref[good])
 
 
 @interp

@@ -63,8 +63,8 @@ def _hamming_block_topk_kernel(
     BQ: tl.constexpr,
     BN: tl.constexpr,
 ):
-    pid_q = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_n = tl.program_id(0)  # reference blocks on axis 0 (up to 2**31 - 1), queries on axis 1
+    pid_q = tl.program_id(1)
     rows = (pid_q * BQ + tl.arange(0, BQ)).to(tl.int64)
     cols = (pid_n * BN + tl.arange(0, BN)).to(tl.int64)
     rmask = rows < Q
@@ -231,7 +231,7 @@ def _launch(query_bits, ref_bits, weights, k):
         )
     n_blocks = triton.cdiv(n_ref, _BN)
     keys = torch.empty((n_q, n_blocks * k), dtype=torch.int64, device=q.device)
-    grid = (triton.cdiv(n_q, _BQ), n_blocks)
+    grid = (n_blocks, triton.cdiv(n_q, _BQ))
     _hamming_block_topk_kernel[grid](
         q,
         r,
