@@ -10,7 +10,9 @@
 // and blockIdx.x over vectors within a row, so many rows and many loads per row are in flight
 // (host reads have microsecond latency; throughput needs thousands of outstanding loads).
 // An out-of-range index is never read: its output row is zero-filled and *err set to 1.
-#pragma once
+// Include guard, not #pragma once: this file is also compiled as a main file (NVRTC).
+#ifndef VF_GATHER_ROWS_KERNEL_CUH
+#define VF_GATHER_ROWS_KERNEL_CUH
 
 #define VF_GATHER_THREADS 256
 
@@ -64,3 +66,5 @@ VF_GATHER_KERNEL(vf_gather_rows_v8_i32, uint2, int)
 VF_GATHER_KERNEL(vf_gather_rows_v4_i32, unsigned int, int)
 VF_GATHER_KERNEL(vf_gather_rows_v2_i32, unsigned short, int)
 VF_GATHER_KERNEL(vf_gather_rows_v1_i32, unsigned char, int)
+
+#endif  // VF_GATHER_ROWS_KERNEL_CUH
