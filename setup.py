@@ -50,8 +50,12 @@ def _extensions():
         return [], {}
 
     flag = os.environ.get("VCFBERT_FAST_CUDA", "").strip()
-    nvcc = (CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))) or shutil.which("nvcc")
-    has_toolkit = bool(CUDA_HOME and nvcc)
+    # torch only looks for a toolkit in CUDA builds; look ourselves too, for an honest message.
+    has_toolkit = bool(
+        (CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
+        or shutil.which("nvcc")
+        or os.path.exists("/usr/local/cuda/bin/nvcc")
+    )
     torch_cuda = torch.version.cuda is not None
     if flag == "0":
         use_cuda = False
