@@ -45,6 +45,7 @@ def _worker(rank: int, world: int, port: int, ref_vcf: str, panel_txt: str, out:
         log_every=2,
         progress=False,
         device="cpu",
+        time_budget_min=None,
     )
     tr = Trainer(cfg, panel, None, out)
     assert tr.dist.enabled and tr.dist.rank == rank and tr.dist.world == world

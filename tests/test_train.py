@@ -31,6 +31,7 @@ TINY = {
     "log_every": 1,
     "progress": False,
     "val_max_batches": 4,
+    "time_budget_min": None,
 }
 
 
@@ -275,3 +276,33 @@ def test_cli_end_to_end(small_sim, tmp_path, capsys, one_thread):
     nothing = [a if a != str(out) else str(tmp_path / "none") for a in common[3:]] + ["--resume"]
     assert main(nothing) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_live_reference_encoding_equals_full_embedding(panel):
+    """The per-site table shortcut gives exactly what running the layer on every retrieved row gives."""
+    from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
+    from vcfbert_fast.train import _encode_references
+    from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions
+
+    rng = np.random.default_rng()
+    layout = make_windows(panel.n_sites, int(rng.integers(50, 200)))
+    w = int(rng.integers(len(layout)))
+    sl = layout.sites(w)
+    # float64: the gradients cancel heavily through the LayerNorm, so float32 summation order shows
+    layer = HaplotypeEmbedding(ModelConfig(dims=16, n_layers=1, attn_heads=2, dropout=0.0)).double()
+    b, k = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    pos = torch.from_numpy(frame_features(scaled_positions(panel.positions[sl])))[None].expand(b, -1).double()
+    af = (
+        torch.from_numpy(frame_features(rng.random(sl.stop - sl.start).astype(np.float32)))[None]
+        .expand(b, -1)
+        .double()
+    )
+    rows = torch.from_numpy(rng.integers(0, panel.n_haplotypes, size=(b, k)))
+    got = _encode_references(panel, layout, w, rows, layer, pos, af)
+    tokens = torch.from_numpy(frame_tokens(panel.haplotypes[rows.reshape(-1).numpy(), sl]))
+    want = layer(tokens, pos[:1].expand(b * k, -1), af[:1].expand(b * k, -1)).view(b, k, tokens.shape[1], -1)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    # gradients reach the layer through the shortcut as through the full encoding
+    g1 = torch.autograd.grad(got.square().sum(), layer.token.weight)[0]
+    g2 = torch.autograd.grad(want.square().sum(), layer.token.weight)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)

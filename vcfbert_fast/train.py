@@ -56,7 +56,7 @@ class TrainConfig:
     dims: int = 64
     layers: int = 4
     heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0  # >0 sends CPU attention to the slow math SDPA kernel (3.5x per step)
     # data
     max_sites: int = 256  # sites per window (DESIGN's 1028 is the GPU setting)
     overlap: int = 0
@@ -80,12 +80,12 @@ class TrainConfig:
     # stopping
     epochs: int = 8
     max_steps: int | None = None
-    time_budget_min: float | None = None
+    time_budget_min: float | None = 15.0  # None or <= 0: no time limit
     early_stop_patience: int = 4  # validations without improvement; 0 = never stop early
     early_stop_metric: str = "accuracy"  # "accuracy" (higher better) or "loss" (lower better)
     # bookkeeping
     val_every_steps: int = 500  # also validate every N steps (long epochs); 0 = once per epoch only
-    val_max_batches: int | None = None
+    val_max_batches: int | None = 64  # a fixed random subset of validation batches; None: all
     checkpoint_every_steps: int = 200
     log_every: int = 20  # read the loss (one host sync) every N steps
     seed: int = 0
@@ -95,6 +95,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            self.time_budget_min = None
+        if self.val_max_batches is not None and self.val_max_batches <= 0:
+            self.val_max_batches = None
         bad = []
         if self.engine not in ("hamming", "faiss"):
             bad.append(f"engine={self.engine!r} (use hamming or faiss)")
@@ -219,17 +223,27 @@ class _SkipBatches(torch.utils.data.Sampler):
 
 
 def _encode_references(panel, layout, window_idx: int, rows: torch.Tensor, layer: nn.Module, pos, af):
-    """Live reference embeddings ``[B, K, L, D]`` of complete (unmasked) panel rows ``rows [B, K]``."""
-    from .windows import frame_tokens
+    """Live reference embeddings ``[B, K, L, D]`` of complete (unmasked) panel rows ``rows [B, K]``.
+
+    The embedding is purely per-site (the HaplotypeEmbedding contract) and a complete reference
+    holds only ALLELE_0/ALLELE_1 at its sites, so the layer runs once on the two constant
+    sequences ``[2, L]`` and every reference row is a per-site select between them: O(L*D)
+    layer work instead of O(B*K*L*D), with gradients flowing into the layer as before.
+    """
+    from .vocab import ALLELE_0, ALLELE_1, EOS, SOS
 
     b, k = rows.shape
     sl = layout.sites(window_idx)
-    alleles = panel.haplotypes[rows.reshape(-1).cpu().numpy(), sl]
-    tokens = torch.from_numpy(frame_tokens(alleles)).to(pos.device)  # [B*K, L]
-    length = tokens.shape[1]
-    p = pos[:, None, :length].expand(b, k, length).reshape(b * k, length)
-    a = af[:, None, :length].expand(b, k, length).reshape(b * k, length)
-    return layer(tokens, p, a).view(b, k, length, -1)
+    n = sl.stop - sl.start
+    length = n + 2
+    dev = pos.device
+    alleles = torch.from_numpy(panel.haplotypes[rows.reshape(-1).cpu().numpy(), sl]).to(dev)  # [B*K, n]
+    toks = torch.tensor([ALLELE_0, ALLELE_1], device=dev)[:, None].repeat(1, length)
+    toks[:, 0], toks[:, -1] = SOS, EOS
+    table = layer(toks, pos[:1, :length].expand(2, length), af[:1, :length].expand(2, length))  # [2, L, D]
+    alt = torch.zeros(b * k, length, dtype=torch.bool, device=dev)
+    alt[:, 1:-1] = alleles.bool()
+    return torch.where(alt[..., None], table[1], table[0]).view(b, k, length, -1)
 
 
 class _Step(nn.Module):
@@ -401,25 +415,27 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.98), **kw)
 
     def _make_references(self) -> Callable:
-        """``f(window, rows [B, K], layer, pos, af) -> [B, K, L, D]``: live encoding or the bf16 store."""
+        """``f(window, rows [B, K], layer, pos, af) -> [B, K, L, D]``.
+
+        ``live``: encoded with the training embedding (gradients flow into it). ``store``: the
+        frozen snapshot taken at the last refresh, no grad, bf16 (the seed's pre-encoded store).
+        Both use the per-site table shortcut of :func:`_encode_references`, so neither needs a
+        host store of ``[N, L, D]`` embeddings (docs/TRAINING.md).
+        """
         panel, layout = self.panel, self.layout
-        try:
-            from .store import ReferenceEmbeddings
-        except ImportError:
-            ReferenceEmbeddings = None
-        if ReferenceEmbeddings is not None and self.cfg.k > 0:
-            self.store = _build_store(ReferenceEmbeddings, self)
-            return self.store.encode
-        if self.cfg.reference == "store":
-            raise InputError(
-                None, "reference=store needs vcfbert_fast.store, which is unavailable", "use --reference live"
-            )
-        self.store = None
+        if self.cfg.reference == "live":
 
-        def encode(w, rows, layer, pos, af):
-            return _encode_references(panel, layout, w, rows, layer, pos, af)
+            def encode(w, rows, layer, pos, af):
+                return _encode_references(panel, layout, w, rows, layer, pos, af)
 
-        return encode
+            return encode
+
+        def encode_store(w, rows, layer, pos, af):
+            with torch.no_grad():
+                snap = self._snapshot if self._snapshot is not None else layer
+                return _encode_references(panel, layout, w, rows, snap, pos, af).to(torch.bfloat16)
+
+        return encode_store
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -511,8 +527,6 @@ class Trainer:
         self._snapshot = snap
         self.refresh_state = weights
         self.retriever.refresh_embeddings(snap, device=self.device)
-        if self.store is not None and hasattr(self.store, "refresh"):
-            self.store.refresh(snap)
 
     @torch.no_grad()
     def _retrieve(self, batch: dict, training: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -810,11 +824,6 @@ class _nullcontext:
         return False
 
 
-def _build_store(cls, trainer: Trainer):
-    """Construct ``store.ReferenceEmbeddings`` for this run (adapter; see store.py)."""
-    return cls(trainer.panel, trainer.layout, mode=trainer.cfg.reference, device=trainer.device)
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -822,7 +831,12 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     # flag, TrainConfig field, type (None = store_true), help
     ("--epochs", "epochs", int, "stop after this many epochs"),
     ("--max-steps", "max_steps", int, "stop after this many optimizer steps"),
-    ("--time-budget", "time_budget_min", float, "stop cleanly after MINUTES of training (validate, save)"),
+    (
+        "--time-budget",
+        "time_budget_min",
+        float,
+        "stop cleanly after MINUTES of training (validate, save); 0: no limit",
+    ),
     ("--batch-size", "batch_size", int, "samples per batch (per process)"),
     ("--dims", "dims", int, "model width D"),
     ("--layers", "layers", int, "transformer layers"),
@@ -842,7 +856,7 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--clip", "clip", float, "gradient-norm clip (0: off)"),
     ("--val-fraction", "val_fraction", float, "fraction of samples held out for validation"),
     ("--val-every", "val_every_steps", int, "also validate every N steps (0: once per epoch)"),
-    ("--val-max-batches", "val_max_batches", int, "cap validation batches (a fixed random subset)"),
+    ("--val-max-batches", "val_max_batches", int, "cap validation batches (a fixed random subset; 0: all)"),
     ("--early-stop-patience", "early_stop_patience", int, "validations without improvement before stopping"),
     ("--early-stop-metric", "early_stop_metric", str, "accuracy or loss"),
     ("--checkpoint-every", "checkpoint_every_steps", int, "write last.pt every N steps"),
