@@ -320,7 +320,7 @@ def _bench_reencode_faiss(benchmark, cfg: RetrievalConfig, device: torch.device,
     s = make_setup(cfg, device, _rng())
     layer_path, table_path = _reencode_paths(s)
     expect = layer_path().clone()
-    torch.testing.assert_close(table_path(), expect, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(table_path(), expect, rtol=1e-4, atol=1e-4)
     info = {"config": cfg.name, "engine": "faiss", "refs": cfg.refs, "sites": cfg.sites, "dims": cfg.dims}
     info["table_ms"] = median_ms(table_path, device, reps=reps, warmup=1)
     info["reencode_ms"] = timed_ms(benchmark, layer_path, device, reps)
