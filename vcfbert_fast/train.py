@@ -90,6 +90,7 @@ class TrainConfig:
     log_every: int = 20  # read the loss (one host sync) every N steps
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch intra-op CPU threads (None: torch default)
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "bf16" / "fp32"
     compile: bool = False
     progress: bool = True
@@ -286,6 +287,8 @@ class Trainer:
 
         self.cfg = cfg = config
         self.panel = panel
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
         self.out_dir = Path(out_dir)
         self.dist = _init_distributed(cfg.device)
         self.device = _resolve_device(cfg.device, self.dist)
@@ -864,6 +867,7 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--seed", "seed", int, "seed of split, masks, sampler and initialisation"),
     ("--num-workers", "num_workers", int, "DataLoader worker processes"),
     ("--device", "device", str, "auto, cpu, cuda or cuda:N"),
+    ("--threads", "threads", int, "CPU threads for torch (1 is fastest on a busy machine)"),
     ("--amp", "amp", str, "auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32"),
     ("--compile", "compile", None, "torch.compile the model"),
     ("--no-progress", "progress", None, "no progress bar"),
