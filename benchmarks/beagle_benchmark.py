@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             *imp_flags,
         ],
         out / "logs" / "impute.time",
+        output=ours_out,
     )
     runs["notes"].append(
         "vcfbert-fast wall time and peak RSS are the `impute` step only (pre-phasing included); training is "
