@@ -25,6 +25,15 @@ from step_setup import (
 CPU = torch.device("cpu")
 
 
+@pytest.fixture
+def one_thread():
+    """Ratios on one thread: a loaded 2-core box makes torch's thread pool swing 10x between runs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _split_ms(model, opt, batch, version, device, forward=None, reps=5) -> dict[str, float]:
     """Median ms of forward+loss, backward and optimizer, each timed alone (synchronised)."""
     fwd, bwd, opt_step = step_fns(model, opt, batch, version, device, forward)
@@ -55,7 +64,7 @@ def test_step_cpu_small(benchmark, version):
     benchmark.pedantic(full_step(model, opt, batch, version, CPU), rounds=10, warmup_rounds=2)
 
 
-def test_step_cpu_no_slower_than_plain(benchmark):
+def test_step_cpu_no_slower_than_plain(benchmark, one_thread):
     """Our V18 step against stock PyTorch modules of the same sizes, same process, interleaved."""
     torch.manual_seed(0)
     batch = make_batch(CPU_SMALL, CPU)
@@ -78,7 +87,7 @@ def test_step_cpu_no_slower_than_plain(benchmark):
     assert ratio <= 1.25, f"our step {min(ours_ms):.1f} ms vs plain {min(plain_ms):.1f} ms"
 
 
-def test_length_aware_batching_cpu(benchmark):
+def test_length_aware_batching_cpu(benchmark, one_thread):
     """A batch padded only to its window's length vs padded to 1030: the saving, measured.
 
     Balanced windows of at most 1028 sites over a ragged site count (1300 sites -> two
