@@ -44,7 +44,39 @@ _LAZY = {
     "VcfBertError": "vcfbert_fast.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [
+    "BERTFoundationModel",
+    "BERTWithEmbeddingRAG",
+    "BERTWithRAG",
+    "DistributedWindowGroupedBatchSampler",
+    "EmbeddingRAGDataset",
+    "FaissRetriever",
+    "HammingRetriever",
+    "HaplotypeEmbedding",
+    "InputError",
+    "ModelConfig",
+    "Panel",
+    "Target",
+    "VcfBertError",
+    "WindowGroupedBatchSampler",
+    "WindowLayout",
+    "__version__",
+    "align_target",
+    "compute_frequencies",
+    "embed_flatten",
+    "embedding_rag_collate_fn",
+    "gather_rows",
+    "hamming_topk",
+    "info",
+    "make_retriever",
+    "make_windows",
+    "read_panel",
+    "read_target",
+    "window_mask",
+]
+
+
+assert set(__all__) == {*_LAZY, "__version__"}  # one list to read, kept in step with _LAZY
 
 
 def __getattr__(name: str):
