@@ -68,9 +68,9 @@ def parse_vcf_text(text):
             samples = f[9:]
             continue
         recs.append(f)
-    snp_pos_count = {}
+    snp_pos_count = {}  # SNP and multi-allelic records per position: >1 means a split multi-allelic site
     for f in recs:
-        if len(f[3]) == 1 and f[3] in BASES and len(f[4]) == 1 and f[4] in BASES:
+        if (len(f[3]) == 1 and f[3] in BASES and len(f[4]) == 1 and f[4] in BASES) or "," in f[4]:
             snp_pos_count[int(f[1])] = snp_pos_count.get(int(f[1]), 0) + 1
     pos, ref, alt, ids, haps = [], [], [], [], []
     for f in recs:

@@ -102,11 +102,12 @@ def apply(lines, muts):
 
 
 def independent_parse(text):
-    """Expected kept sites: clean biallelic ACGT SNP records, minus positions holding several SNP records."""
+    """Expected kept sites: clean biallelic ACGT SNP records, minus positions with several SNP/multi-allelic records."""
     recs = [ln.split("\t") for ln in text.split("\n") if ln and not ln.startswith("#")]
+    recs = [f[:3] + [x.upper() for x in f[3:5]] + f[5:] for f in recs]  # bases are case-insensitive
     snp = [f for f in recs if len(f) >= 5 and f[3] in set(BASES) and f[4] in set(BASES) and f[3] != f[4]]
-    count = {}
-    for f in snp:
+    count = {}  # SNP and multi-allelic records per position: >1 means a split multi-allelic site
+    for f in snp + [f for f in recs if len(f) >= 5 and "," in f[4]]:
         count[f[1]] = count.get(f[1], 0) + 1
     kept = [f for f in snp if count[f[1]] == 1]
     return kept

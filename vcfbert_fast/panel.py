@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import warnings
@@ -178,22 +179,29 @@ def _check_file(path: str | os.PathLike, role: str, verify_gzip: bool = False) -
     )
 
 
-def _scan_text_structure(path: str, compressed: bool) -> None:
-    """Check every data line of VCF text has the header's column count and non-empty fixed fields.
+# A sample column whose GT token (text up to the first ':') is not allele(s) joined by '|' or '/'.
+# htslib reports most such tokens, but after an undefined contig it can crash instead.
+_BAD_GT = re.compile(rb"\t(?!(?:[0-9]+|\.)(?:[|/](?:[0-9]+|\.))*(?::|\t|$))")
 
-    htslib accepts short or ragged lines and hands cyvcf2 half-initialised records
-    (reading REF/ALT of one can crash the process), so text goes through this cheap scan
-    (a tab count per line) before cyvcf2 sees it.
+
+def _scan_text_structure(path: str, compressed: bool) -> None:
+    """Check every data line of VCF text: the header's column count, non-empty fixed fields, GT tokens.
+
+    htslib accepts short or ragged lines and odd GT text and hands cyvcf2 half-initialised
+    records (reading one can crash the process: found by tests/test_vcf_fuzz.py), so text
+    goes through this scan (a tab count, a split of the fixed columns and one regex per
+    line) before cyvcf2 sees it.
     """
     opener = gzip.open if compressed else open
     n_cols = None
+    contig = None
     pending = b""
     lineno = 0
 
-    def bad(line: bytes, problem: str) -> InputError:
+    def bad(line: bytes, problem: str, fix: str = "check the file with bcftools view") -> InputError:
         f = line.split(b"\t", 2)
         rec = f"{f[0].decode(errors='replace')}:{f[1].decode(errors='replace')}" if len(f) > 2 else None
-        return InputError(path, problem, "check the file with bcftools view", record=rec or f"line {lineno}")
+        return InputError(path, problem, fix, record=rec or f"line {lineno}")
 
     try:
         with opener(path, "rb") as fh:
@@ -226,8 +234,28 @@ def _scan_text_structure(path: str, compressed: bool) -> None:
                         raise bad(
                             line, f"{cols} columns, the header has {n_cols} (truncated or corrupt line?)"
                         )
-                    if any(not f for f in line.split(b"\t", 9)[:9]):
+                    parts = line.split(b"\t", 9)
+                    if any(not f for f in parts[:9]):
                         raise bad(line, "empty field among the first 9 columns")
+                    if not parts[1].isdigit() or not 0 < int(parts[1]) < 2**31:
+                        raise bad(line, f"invalid position {parts[1].decode(errors='replace')!r}")
+                    if contig is None:
+                        contig = parts[0]
+                    elif parts[0] != contig:
+                        raise bad(
+                            line,
+                            f"several contigs ({contig.decode(errors='replace')} and "
+                            f"{parts[0].decode(errors='replace')}); one file must hold one chromosome",
+                            f"split by contig with bcftools view -r {contig.decode(errors='replace')}",
+                        )
+                    if len(parts) == 10:
+                        if not parts[8].startswith(b"GT") or parts[8][2:3] not in (b"", b":"):
+                            raise bad(line, "GT is not the first FORMAT field", "give phased GT genotypes")
+                        gts = b"\t" + parts[9]
+                        if _BAD_GT.search(gts):
+                            raise bad(
+                                line, "malformed GT value (allowed: allele numbers or '.' joined by | or /)"
+                            )
                 if not data:
                     break
     except (OSError, EOFError) as exc:
@@ -299,6 +327,8 @@ class _Sites:
                 "sort it with bcftools sort",
                 record=rec,
             )
+        ref = ref.upper()  # VCF bases are case-insensitive; matching target to panel compares strings
+        alts = [a.upper() for a in alts]
         alt_key = ",".join(alts)
         if pos == self.prev_pos:
             if (ref, alt_key) in self.alleles_at_pos:
@@ -313,17 +343,19 @@ class _Sites:
             self.prev_pos = pos
         self.alleles_at_pos.add((ref, alt_key))
         reason = _classify(ref, alts)
-        if reason is None and self.positions and self.positions[-1] == pos:
-            # a second SNP at a kept SNP's position: split multi-allelic site; drop both
+        if reason in (None, SKIP_MULTIALLELIC) and self.positions and self.positions[-1] == pos:
+            # a second SNP (or a multi-allelic record) at a kept SNP's position: a split
+            # multi-allelic site; keeping the SNP would code the other ALT allele as REF
             self.positions.pop()
             self.ref.pop()
             self.alt.pop()
             self.ids.pop()
             self._skip(SKIP_MULTIALLELIC)
-            self.multi_pos = pos
             reason = SKIP_MULTIALLELIC
         elif reason is None and self.multi_pos == pos:
             reason = SKIP_MULTIALLELIC
+        if reason == SKIP_MULTIALLELIC:
+            self.multi_pos = pos
         if reason is not None:
             self._skip(reason)
             return False
