@@ -44,7 +44,7 @@ from .checkpoint import (
 from .errors import CheckpointError, InputError
 from .metrics import ImputationMetrics
 
-__all__ = ["TrainConfig", "Trainer", "add_arguments", "lr_factor", "run"]
+__all__ = ["TrainConfig", "Trainer", "add_arguments", "lr_factor", "mask_schedules", "run"]
 
 
 @dataclass
@@ -62,7 +62,13 @@ class TrainConfig:
     overlap: int = 0
     batch_size: int = 32
     val_fraction: float = 0.1
-    val_mask_rate: float = 0.5  # fixed common-site mask rate of the validation mask (rare sites: 0.7)
+    # masking (docs/TRAINING.md "Masking"): mask_rate None = DESIGN curriculum; set = a fixed rate
+    # placed per mask_mode ("random": common sites at the rate, rare at max(0.7, rate); "array":
+    # keep 1 - rate of the sites, favouring common ones, like a genotyping array)
+    mask_rate: float | None = None
+    mask_mode: str = "random"
+    val_mask_rate: float | None = None  # None: mask_rate if set, else 0.5 (rare sites 0.7)
+    val_mask_mode: str | None = None  # None: mask_mode if mask_rate is set, else "random"
     num_workers: int = 0
     # retrieval
     k: int = 4  # references per haplotype; 0 turns retrieval off (plain BERT)
@@ -116,6 +122,14 @@ class TrainConfig:
                 bad.append(f"{name}={getattr(self, name)} (must be >= 1)")
         if self.k < 0:
             bad.append(f"k={self.k} (must be >= 0)")
+        for name in ("mask_rate", "val_mask_rate"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v < 1.0:
+                bad.append(f"{name}={v} (must be in (0, 1), e.g. 0.93 for an array typing 1 in 15 sites)")
+        for name in ("mask_mode", "val_mask_mode"):
+            v = getattr(self, name)
+            if v is not None and v not in ("random", "array"):
+                bad.append(f"{name}={v!r} (use random or array)")
         if not 0.0 <= self.val_fraction < 1.0:
             bad.append(f"val_fraction={self.val_fraction} (must be in [0, 1))")
         if self.max_steps is not None and self.max_steps < 1:
@@ -136,6 +150,27 @@ class TrainConfig:
 
 # Options that shape the model, the data split or the windows: a resumed run must keep them.
 _FROZEN_ON_RESUME = ("dims", "layers", "heads", "max_sites", "overlap", "val_fraction", "seed", "k")
+
+
+def mask_schedules(cfg: TrainConfig):
+    """(training, validation) ``MaskSchedule`` of ``cfg`` (docs/TRAINING.md "Masking").
+
+    Training: the DESIGN curriculum, or ``cfg.mask_rate`` fixed, placed per ``cfg.mask_mode``.
+    Validation (its own seed, a fixed rate so scores are comparable across epochs): ``val_mask_rate``
+    / ``val_mask_mode`` when given, else the training rate and mode, else 0.5 random (the
+    curriculum's midpoint; rare sites 0.7).
+    """
+    from .masking import MaskSchedule
+
+    train = (
+        MaskSchedule(seed=cfg.seed)
+        if cfg.mask_rate is None
+        else MaskSchedule.fixed(cfg.mask_rate, cfg.mask_mode, seed=cfg.seed)
+    )
+    fixed = cfg.mask_rate is not None
+    v_rate = cfg.val_mask_rate if cfg.val_mask_rate is not None else (cfg.mask_rate if fixed else 0.5)
+    v_mode = cfg.val_mask_mode or (cfg.mask_mode if fixed else "random")
+    return train, MaskSchedule.fixed(v_rate, v_mode, seed=cfg.seed + 1_000_003)
 
 
 def lr_factor(progress: float, step: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
@@ -281,7 +316,6 @@ class Trainer:
     ):
         from .dataset import DistributedWindowGroupedBatchSampler, EmbeddingRAGDataset
         from .frequencies import compute_frequencies
-        from .masking import MaskSchedule
         from .model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
         from .windows import make_windows
 
@@ -314,8 +348,7 @@ class Trainer:
             )
         self.freqs = compute_frequencies(panel, self.train_samples) if freqs is None else freqs
         self.layout = make_windows(panel.n_sites, cfg.max_sites, cfg.overlap)
-        self.mask_schedule = MaskSchedule(seed=cfg.seed)
-        self.val_schedule = MaskSchedule(seed=cfg.seed + 1_000_003, start=cfg.val_mask_rate, step=0.0)
+        self.mask_schedule, self.val_schedule = mask_schedules(cfg)
         self.train_ds = EmbeddingRAGDataset(
             panel, self.freqs, self.layout, self.train_samples, mask_schedule=self.mask_schedule
         )
@@ -857,6 +890,15 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--schedule", "schedule", str, "LR decay after warmup: cosine or linear"),
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step"),
     ("--clip", "clip", float, "gradient-norm clip (0: off)"),
+    (
+        "--mask-rate",
+        "mask_rate",
+        float,
+        "fixed training mask rate, no curriculum (e.g. 0.93 = 1 - array density 1/15; unset: DESIGN curriculum)",
+    ),
+    ("--mask-mode", "mask_mode", str, "with --mask-rate: random (rare sites max(0.7, rate)) or array"),
+    ("--val-mask-rate", "val_mask_rate", float, "validation mask rate (unset: --mask-rate, else 0.5)"),
+    ("--val-mask-mode", "val_mask_mode", str, "validation mask mode (unset: --mask-mode, else random)"),
     ("--val-fraction", "val_fraction", float, "fraction of samples held out for validation"),
     ("--val-every", "val_every_steps", int, "also validate every N steps (0: once per epoch)"),
     ("--val-max-batches", "val_max_batches", int, "cap validation batches (a fixed random subset; 0: all)"),
