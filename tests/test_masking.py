@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vcfbert_fast.errors import InputError
-from vcfbert_fast.masking import MaskSchedule, curriculum_rate, window_mask
+from vcfbert_fast.masking import MaskSchedule, array_keep_weights, array_mask, curriculum_rate, window_mask
 
 rng = np.random.default_rng()
 
@@ -128,3 +128,116 @@ def test_mask_schedule_cache_and_dict():
     assert np.array_equal(
         other.mask(2, 0, af1), window_mask(af1, 2, 0, 1, rare_p=0.9, rate=curriculum_rate(2, 0.5, every=1))
     )
+
+
+# ------------------------------------------------------------ imputation-matched modes
+
+
+def test_fixed_random_rates_on_large_window():
+    """mode="random": common sites at `rate` in every epoch (no curriculum), rare at max(0.7, rate)."""
+    n = 40_000
+    af = np.where(np.arange(n) % 2 == 0, 0.01, 0.3)  # half rare, half common
+    seed = int(rng.integers(0, 10_000))
+    for rate in (float(rng.uniform(0.85, 0.97)), float(rng.uniform(0.2, 0.6))):
+        sched = MaskSchedule.fixed(rate, "random", seed=seed)
+        for epoch in (0, int(rng.integers(5, 50))):
+            m = sched.mask(epoch, 3, af)
+            for frac, p in ((m[1::2].mean(), rate), (m[0::2].mean(), max(0.7, rate))):
+                sd = np.sqrt(p * (1 - p) / (n // 2))
+                assert abs(frac - p) < 5 * sd
+            # exactly the DESIGN draw with the fixed probabilities
+            u = np.random.default_rng([seed, epoch, 3]).random(n)
+            assert np.array_equal(m, u < np.where(af < 0.05, max(0.7, rate), rate))
+
+
+def test_array_mask_exact_count_determinism_and_bounds():
+    for _ in range(20):
+        n = int(rng.integers(2, 600))
+        af = rng.random(n) * rng.choice([0.02, 0.5, 1.0])
+        rate = float(rng.uniform(0.01, 0.99))
+        seed, epoch, w = (int(x) for x in rng.integers(0, 1000, size=3))
+        m = array_mask(af, rate, epoch, w, seed)
+        keep = min(max(round((1 - rate) * n), 1), n - 1)
+        assert m.dtype == bool and m.shape == (n,)
+        assert int((~m).sum()) == keep
+        assert np.array_equal(m, array_mask(af.copy(), rate, epoch, w, seed))
+        sched = MaskSchedule.fixed(rate, "array", seed=seed)
+        assert np.array_equal(sched.mask(epoch, w, af), m)
+    assert array_mask(np.array([0.3]), 0.5, 0, 0, 0).tolist() == [True]
+    assert array_mask(np.zeros(0), 0.5, 0, 0, 0).shape == (0,)
+    n = 500
+    af = rng.random(n) * 0.5
+    masks = {array_mask(af, 0.9, e, 0, 1).tobytes() for e in range(5)}
+    assert len(masks) == 5  # a new mask every epoch
+
+
+def test_array_mask_favours_common_sites_like_the_simulator():
+    # Kept (typed) sites are drawn with weight sqrt(MAF), x0.02 below MAF 1%: with half the window at
+    # MAF 0.005 (weight 0.0014) and half at 0.3 (0.548), a 10% keep is ~99.7% common.
+    n = 4000
+    af = np.where(np.arange(n) % 2 == 0, 0.005, 0.7)  # ALT-coded: 0.7 -> MAF 0.3
+    w = array_keep_weights(af)
+    assert np.allclose(w[0::2], np.sqrt(0.005) * 0.02) and np.allclose(w[1::2], np.sqrt(0.3))
+    seed = int(rng.integers(0, 10_000))
+    m = array_mask(af, 0.9, 0, 0, seed)
+    kept_rare = int((~m[0::2]).sum())
+    assert (~m).sum() == 400
+    # expected rare picks ~ 400 * 0.00129 = 0.5; P(>= 6) is negligible
+    assert kept_rare <= 5
+    # monomorphic sites (weight 0) are kept only when the polymorphic ones run out
+    af2 = np.zeros(100)
+    af2[:5] = 0.2
+    m2 = array_mask(af2, 0.9, 0, 0, seed)
+    assert (~m2).sum() == 10 and not m2[:5].any()
+    m3 = array_mask(np.zeros(50), 0.9, 0, 0, seed)  # all weights 0: uniform fill
+    assert (~m3).sum() == 5
+
+
+def test_fixed_modes_validate_and_round_trip():
+    with pytest.raises(InputError):
+        MaskSchedule(mode="bogus")
+    with pytest.raises(InputError):
+        MaskSchedule.fixed(1.0, "random")
+    with pytest.raises(InputError):
+        MaskSchedule(mode="array")  # needs a rate
+    with pytest.raises(InputError):
+        array_mask(rng.random(10), 0.0, 0, 0, 0)
+    af = rng.random(300)
+    for mode in ("random", "array"):
+        s = MaskSchedule.fixed(float(rng.uniform(0.5, 0.95)), mode, seed=int(rng.integers(0, 100)))
+        back = MaskSchedule.from_dict(s.to_dict())
+        assert back.to_dict() == s.to_dict() and back.mode == mode
+        assert np.array_equal(back.mask(2, 5, af), s.mask(2, 5, af))
+    # old checkpoints (no mode/rate keys) load as the curriculum
+    old = {k: v for k, v in MaskSchedule(seed=3).to_dict().items() if k not in ("mode", "rate")}
+    assert MaskSchedule.from_dict(old).mode == "curriculum"
+
+
+def test_design_default_unchanged():
+    """Option off: the schedule is DESIGN's curriculum, mask for mask."""
+    sched = MaskSchedule(seed=int(rng.integers(0, 1000)))
+    assert sched.mode == "curriculum"
+    af = rng.random(257) * 0.3
+    for epoch in range(12):
+        assert sched.common_rate(epoch) == curriculum_rate(epoch)
+        assert np.array_equal(sched.mask(epoch, 4, af), window_mask(af, epoch, 4, sched.seed))
+
+
+def test_train_mask_schedules_follow_config():
+    from vcfbert_fast.train import TrainConfig, mask_schedules
+
+    af = rng.random(400) * 0.5
+    tr, va = mask_schedules(TrainConfig(seed=5))
+    assert tr.mode == "curriculum" and tr.seed == 5
+    # default validation mask: the pre-option fixed 0.5 common / 0.7 rare draw
+    assert np.array_equal(va.mask(0, 2, af), window_mask(af, 0, 2, 5 + 1_000_003, rate=0.5))
+    tr, va = mask_schedules(TrainConfig(seed=5, mask_rate=0.93, mask_mode="array"))
+    assert (tr.mode, tr.rate, va.mode, va.rate) == ("array", 0.93, "array", 0.93)
+    assert va.seed != tr.seed
+    tr, va = mask_schedules(TrainConfig(mask_rate=0.9, val_mask_rate=0.8, val_mask_mode="random"))
+    assert (tr.mode, tr.rate, va.mode, va.rate) == ("random", 0.9, "random", 0.8)
+    tr, va = mask_schedules(TrainConfig(val_mask_rate=0.93, val_mask_mode="array"))
+    assert (tr.mode, va.mode, va.rate) == ("curriculum", "array", 0.93)
+    for bad in ({"mask_rate": 1.0}, {"mask_rate": 0.0}, {"mask_mode": "x"}, {"val_mask_mode": "y"}):
+        with pytest.raises(InputError):
+            TrainConfig(**bad)
