@@ -12,8 +12,10 @@ Steps (each timed, peak RSS from ``/usr/bin/time -v``):
    (phases and imputes in one run).
 4. optional minimac4: ``minimac4 --compress-reference ref.vcf.gz > ref.msav``, then impute the
    Beagle-phased target (``impute=false`` run) with ``-f GT,HDS,DS,GP``.
-5. vcfbert-fast: ``train --time-budget M`` then ``impute --prephase beagle`` (the same
-   pre-phase-then-impute workflow; the pre-phasing time is part of the impute step).
+5. vcfbert-fast: ``train --time-budget M --mask-rate R --mask-mode array`` (R = 1 - array
+   density of the simulation, ~0.93: training masks match what imputation faces; docs/TRAINING.md)
+   then ``impute --prephase beagle`` (the same pre-phase-then-impute workflow; the pre-phasing
+   time is part of the impute step).
 6. ``evaluate`` all outputs into one table + PNG; with ``--write-md`` the section
    "## Accuracy against Beagle 5.4 (CPU)" of that file is replaced (others left alone).
 """
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 SECTION = "## Accuracy against Beagle 5.4 (CPU)"
 BEAGLE_JAR = "/usr/share/beagle/beagle.jar"
@@ -50,7 +53,13 @@ def _parse_time_log(text: str) -> dict:
     return {"wall_s": wall, "peak_rss_gib": int(r.group(1)) / 2**20 if r else None}
 
 
-def timed(cmd: list[str], log: Path, stdout_path: Path | None = None, output: Path | None = None) -> dict:
+def timed(
+    cmd: list[str],
+    log: Path,
+    stdout_path: Path | None = None,
+    output: Path | None = None,
+    env_extra: dict | None = None,
+) -> dict:
     """Run ``cmd`` under ``/usr/bin/time -v``; wall seconds and peak RSS (GiB, largest process of the tree)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     if REUSE and log.exists() and output is not None and output.exists():
@@ -65,7 +74,9 @@ def timed(cmd: list[str], log: Path, stdout_path: Path | None = None, output: Pa
     with open(log, "w") as err:
         out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            proc = subprocess.run(full, stdout=out, stderr=err, check=False, env=_env())
+            proc = subprocess.run(
+                full, stdout=out, stderr=err, check=False, env={**_env(), **(env_extra or {})}
+            )
         finally:
             if stdout_path:
                 out.close()
@@ -133,9 +144,25 @@ def section_text(args, res: dict, runs: dict, sim_info: dict) -> str:
         f"(1 in 15); {res['masked_sites']} masked sites scored. Target given "
         + ("phased (true phase)." if args.phased_target else "unphased (as array data arrives)."),
         (
-            f"vcfbert-fast: default `train` config (CPU-sized) with `--time-budget {args.train_minutes:g}` minutes; "
-            f"stopped after {runs.get('train_steps', '?')} steps; imputed with `--prephase beagle`."
+            f"vcfbert-fast: default `train` config (CPU-sized) with `--time-budget {args.train_minutes:g}` minutes, "
+            f"`--threads {args.train_threads or args.threads}`, "
+            + (
+                "the DESIGN mask curriculum"
+                if args.mask_rate == "curriculum"
+                else f"`--mask-rate {args.mask_rate} --mask-mode {args.mask_mode}` (imputation-matched masks)"
+            )
+            + (f", extra flags `{args.train_args}`" if args.train_args else "")
+            + f"; stopped after {runs.get('train_steps', '?')} steps; imputed "
+            + (f"with {args.impute_threads} torch thread(s) and " if args.impute_threads else "with ")
+            + ("the true phase." if args.phased_target else "`--prephase beagle`.")
         ),
+        "Load average (1/5/15 min) before the tools: "
+        + ", ".join(
+            f"{k[5:]} {' / '.join(f'{x:.1f}' for x in sim_info[k])}"
+            for k in sim_info
+            if k.startswith("load_")
+        )
+        + ".",
         "",
         "Aggregate dosage r^2 (minor-allele coded, pooled over genotypes) by panel MAF bin:",
         "",
@@ -188,7 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--train-minutes", type=float, default=15.0)
     p.add_argument("--train-args", default="", help="extra `vcfbert-fast train` flags, e.g. '--dims 96'")
+    p.add_argument(
+        "--mask-rate",
+        default="auto",
+        help="training mask rate: auto (1 - array density of the simulation), a number, or 'curriculum'",
+    )
+    p.add_argument("--mask-mode", default="array", help="random or array (see docs/TRAINING.md)")
+    p.add_argument(
+        "--train-threads", type=int, default=None, help="torch threads for train (default --threads)"
+    )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--impute-threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS of the impute step (default: torch's)",
+    )
     p.add_argument("--minimac", action="store_true", help="also run minimac4 on the Beagle-phased target")
     p.add_argument(
         "--phased-target", action="store_true", help="keep the simulated (true) phase of the target"
@@ -213,14 +255,26 @@ def main(argv: list[str] | None = None) -> int:
     py = [sys.executable, "-m", "vcfbert_fast"]
 
     t = time.perf_counter()
-    sim = simulate(out / "sim", args.n_ref, args.n_target, args.length, seed=args.seed)
-    sim_info = {
-        "n_sites": sim.n_sites,
-        "n_array_sites": sim.n_array_sites,
-        "simulate_s": time.perf_counter() - t,
-    }
+    info_path = out / "sim" / "sim_info.json"
+    if REUSE and info_path.exists():
+        sim_info = json.loads(info_path.read_text())
+        sim = SimpleNamespace(**{k: Path(v) for k, v in sim_info["paths"].items()})
+        print(f"reusing the simulation in {out / 'sim'}", file=sys.stderr)
+    else:
+        sim = simulate(out / "sim", args.n_ref, args.n_target, args.length, seed=args.seed)
+        sim_info = {
+            "n_sites": sim.n_sites,
+            "n_array_sites": sim.n_array_sites,
+            "simulate_s": time.perf_counter() - t,
+            "paths": {k: str(getattr(sim, k)) for k in ("ref_vcf", "panel_txt", "truth_vcf", "target_vcf")},
+        }
+        info_path.write_text(json.dumps(sim_info, indent=1))
+    if args.mask_rate == "auto":
+        args.mask_rate = f"{1 - sim_info['n_array_sites'] / sim_info['n_sites']:.4f}"
+    sim_info["load_before"] = os.getloadavg()
     print(
-        f"simulated {sim.n_sites} sites ({sim.n_array_sites} array) in {sim_info['simulate_s']:.0f} s",
+        f"simulation: {sim_info['n_sites']} sites ({sim_info['n_array_sites']} array), "
+        f"{sim_info['simulate_s'] or 0:.0f} s",
         file=sys.stderr,
     )
     ref, truth = str(sim.ref_vcf), str(sim.truth_vcf)
@@ -291,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     ours = "vcfbert-fast"
     if model is None:
         run_dir = out / "run"
+        mask_flags = (
+            []
+            if args.mask_rate == "curriculum"
+            else ["--mask-rate", args.mask_rate, "--mask-mode", args.mask_mode]
+        )
+        sim_info["load_train_start"] = os.getloadavg()
         tr = timed(
             py
             + [
@@ -306,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
                 "--epochs",
                 "100000",
                 "--no-progress",
+                "--threads",
+                str(args.train_threads or args.threads),
+                *mask_flags,
                 *args.train_args.split(),
             ],
             out / "logs" / "train.time",
@@ -328,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         runs["train_steps"] = steps
         runs["train"] = tr
+        sim_info["load_train_end"] = os.getloadavg()
     ours_out = out / "vcfbert_fast.vcf.gz"
     imp_flags = [] if args.phased_target else ["--prephase", "beagle"]
     runs[ours] = timed(
@@ -349,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
         out / "logs" / "impute.time",
         output=ours_out,
+        env_extra={"OMP_NUM_THREADS": str(args.impute_threads)} if args.impute_threads else None,
     )
+    sim_info["load_end"] = os.getloadavg()
     runs["notes"].append(
         "vcfbert-fast wall time and peak RSS are the `impute` step only (pre-phasing included); training is "
         "a one-off cost per panel, reported above."
