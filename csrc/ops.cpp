@@ -6,8 +6,11 @@
 TORCH_LIBRARY(vcfbert_fast, m) {
   // out[i] = src[index[i]] over dim 0. CPU: all CPU tensors. CUDA: index/out on the device and
   // src either on that device or in pinned host memory (read zero-copy through UVA).
-  m.def("gather_rows(Tensor src, Tensor index) -> Tensor");
-  m.def("gather_rows_out(Tensor src, Tensor index, Tensor(a!) out) -> ()");
+  // check=True raises on an index outside [0, N) (CUDA: one 4-byte read-back, a stream sync);
+  // check=False never syncs and zero-fills such rows instead, for hot paths whose indices are
+  // valid by construction. Neither reads out of bounds.
+  m.def("gather_rows(Tensor src, Tensor index, bool check=True) -> Tensor");
+  m.def("gather_rows_out(Tensor src, Tensor index, Tensor(a!) out, bool check=True) -> ()");
   // Bit-packed (weighted) Hamming distance fused with a per-query top-k; CPU kernel only.
   // Returns exact int64 distances and int64 reference rows, ascending, ties -> lowest row.
   m.def("hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)");

@@ -30,11 +30,11 @@ def test_schemas_exact():
     ops = torch.ops.vcfbert_fast
     assert (
         str(ops.gather_rows.default._schema)
-        == "vcfbert_fast::gather_rows(Tensor src, Tensor index) -> Tensor"
+        == "vcfbert_fast::gather_rows(Tensor src, Tensor index, bool check=True) -> Tensor"
     )
     assert (
         str(ops.gather_rows_out.default._schema)
-        == "vcfbert_fast::gather_rows_out(Tensor src, Tensor index, Tensor(a!) out) -> ()"
+        == "vcfbert_fast::gather_rows_out(Tensor src, Tensor index, Tensor(a!) out, bool check=True) -> ()"
     )
     assert str(ops.hamming_topk.default._schema) == (
         "vcfbert_fast::hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)"

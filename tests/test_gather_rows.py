@@ -83,6 +83,36 @@ def test_out_of_range_index_raises(bad):
         gather_rows_reference(src, idx)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.uint8, torch.float32])
+def test_unchecked_cpu_matches_index_select(dtype):
+    """check=False (no range check, no sync on CUDA): same result as the checked op for valid indices."""
+    n = int(torch.randint(1, 200, ()))
+    src = _random((n, *ROW_SHAPES[int(torch.randint(len(ROW_SHAPES), ()))]), dtype)
+    idx = _index(n, int(torch.randint(0, 300, ())), torch.int64 if torch.rand(()) < 0.5 else torch.int32)
+    expected = src.index_select(0, idx.long())
+    got = ops.gather_rows(src, idx, False)
+    assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))
+    assert torch.equal(gather_rows(src, idx, check=False), expected)
+    assert torch.equal(gather_rows_reference(src, idx, check=False), expected)
+    out = torch.empty_like(expected)
+    ops.gather_rows_out(src, idx, out, False)
+    assert torch.equal(out, expected)
+
+
+def test_unchecked_out_of_range_rows_zero_filled():
+    """Unchecked: a bad index never reads out of bounds; its row is zero-filled (op and reference agree)."""
+    src = torch.randn(10, 4) + 5.0  # no zero entries
+    idx = torch.tensor([0, 3, -1, 2, 10, 1 << 40])
+    bad = torch.tensor([False, False, True, False, True, True])
+    expected = torch.zeros(6, 4)
+    expected[~bad] = src[idx[~bad]]
+    out = torch.full((6, 4), 7.0)
+    ops.gather_rows_out(src, idx, out, False)
+    assert torch.equal(out, expected)
+    assert torch.equal(gather_rows_reference(src, idx, check=False), expected)
+    assert torch.equal(ops.gather_rows(torch.empty(0, 4), idx, False), torch.zeros(6, 4))
+
+
 def test_dtype_mismatch_raises():
     src = torch.randn(10, 4)
     with pytest.raises(RuntimeError, match="out dtype .* does not match src dtype"):
@@ -120,6 +150,7 @@ def test_opcheck():
     torch.library.opcheck(
         ops.gather_rows_out.default, (src, idx, torch.empty(9, 3, 5)), test_utils=OPCHECK_UTILS
     )
+    torch.library.opcheck(ops.gather_rows.default, (src, idx, False), test_utils=OPCHECK_UTILS)
 
 
 def test_compile_traces_op():
@@ -176,6 +207,11 @@ def test_gpu_writes_into_slice_and_checks():
         ops.gather_rows(torch.randn(100, 33), idx)
     with pytest.raises(RuntimeError, match="outside"):
         ops.gather_rows(src, torch.tensor([0, 100], device="cuda"))
+    # unchecked: same rows for valid indices, a bad one zero-filled, and no error raised
+    got = ops.gather_rows(src, idx, False)
+    assert torch.equal(got.cpu(), src[idx.cpu()])
+    bad = ops.gather_rows(src, torch.tensor([1, 100, -3], device="cuda"), False).cpu()
+    assert torch.equal(bad[0], src[1]) and bool((bad[1:] == 0).all())
 
 
 @pytest.mark.gpu
@@ -191,3 +227,6 @@ def test_gpu_cupy_path_bit_exact():
         assert torch.equal(out.cpu().view(torch.uint8), src[idx.cpu()].view(torch.uint8))
     with pytest.raises(IndexError, match="outside"):
         _cupy_gather.gather_rows_cupy(src, torch.tensor([0, 999], device="cuda"), out[:2])
+    unchecked = torch.empty_like(out[:2])
+    _cupy_gather.gather_rows_cupy(src, torch.tensor([5, 999], device="cuda"), unchecked, check=False)
+    assert torch.equal(unchecked[0].cpu(), src[5]) and bool((unchecked[1] == 0).all())

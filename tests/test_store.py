@@ -208,6 +208,56 @@ def test_bad_rows_and_lengths():
         ReferenceEmbeddings(panel, layout, mode="frozen")
 
 
+@pytest.mark.parametrize("per_site", [True, False])
+def test_unchecked_rows_match_checked(per_site):
+    """check=False (device-side row map, allele bits, unchecked gather): same output as check=True."""
+    rng = _rng()
+    panel, af, layout = make_setup(rng)
+    emb = embedding().eval()
+    refs = np.sort(rng.choice(panel.n_haplotypes, size=panel.n_haplotypes - 3, replace=False))
+    for mode in ("live", "store"):
+        enc = ReferenceEmbeddings(
+            panel, layout, mode=mode, device="cpu", reference_rows=refs, per_site=per_site
+        )
+        for _ in range(3):
+            w = int(rng.integers(len(layout)))
+            b, k = int(rng.integers(1, 6)), int(rng.integers(1, 9))
+            rows = torch.from_numpy(rng.choice(refs, size=(b, k)))
+            pos, a = feats(panel, af, layout, w, b)
+            with torch.no_grad():
+                checked = enc.encode(w, rows, emb, pos, a).clone()
+                unchecked = enc.encode(w, rows, emb, pos, a, check=False)
+            assert torch.equal(checked, unchecked), mode
+            close(checked.float(), independent_live(panel, layout, w, rows, emb, pos[0], a[0]), 2**-8, 1e-4)
+
+
+def test_store_without_host_store_is_frozen_snapshot():
+    """host_store=False (the trainer's --reference store): live select with the frozen snapshot, bf16,
+    no grad, no host bytes; frozen until refresh."""
+    rng = _rng()
+    panel, af, layout = make_setup(rng)
+    emb = embedding().eval()
+    snap = ReferenceEmbeddings(panel, layout, mode="store", device="cpu", host_store=False)
+    w = int(rng.integers(len(layout)))
+    rows = torch.from_numpy(rng.integers(0, panel.n_haplotypes, size=(4, 3)))
+    pos, a = feats(panel, af, layout, w, 4)
+    snap.refresh(emb)
+    first = snap.encode(w, rows, emb, pos, a, check=False)
+    assert first.dtype == torch.bfloat16 and not first.requires_grad and snap.nbytes == 0
+    exp = independent_live(panel, layout, w, rows, emb, pos[0], a[0])
+    close(first.float(), exp, rtol=2**-8, atol=1e-4)
+    with torch.no_grad():
+        emb.token.weight.add_(torch.randn_like(emb.token.weight))
+    assert torch.equal(snap.encode(w, rows, emb, pos, a), first), "frozen until refresh"
+    snap.refresh(emb)
+    close(
+        snap.encode(w, rows, emb, pos, a).float(),
+        independent_live(panel, layout, w, rows, emb, pos[0], a[0]),
+        2**-8,
+        1e-4,
+    )
+
+
 @pytest.mark.gpu
 def test_pinned_store_gathers_to_cuda():
     rng = _rng()
@@ -221,3 +271,11 @@ def test_pinned_store_gathers_to_cuda():
     src = store.window_store(0, pos, a)
     assert src.is_pinned() and got.is_cuda
     assert torch.equal(got.cpu(), src.index_select(0, rows.reshape(-1)).reshape(got.shape))
+    # the training hot path: rows on the device, unchecked gather, no host sync
+    got2 = store.encode(0, rows.cuda(), emb, pos, a, check=False)
+    assert torch.equal(got2.cpu(), src.index_select(0, rows.reshape(-1)).reshape(got.shape))
+    live = ReferenceEmbeddings(panel, layout, mode="live", device="cuda")
+    emb_cuda = emb.cuda()
+    a_live = live.encode(0, rows, emb_cuda, pos.cuda(), a.cuda())
+    b_live = live.encode(0, rows.cuda(), emb_cuda, pos.cuda(), a.cuda(), check=False)
+    assert torch.equal(a_live, b_live)

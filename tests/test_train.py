@@ -279,9 +279,10 @@ def test_cli_end_to_end(small_sim, tmp_path, capsys, one_thread):
 
 
 def test_live_reference_encoding_equals_full_embedding(panel):
-    """The per-site table shortcut gives exactly what running the layer on every retrieved row gives."""
+    """The per-site table shortcut (the trainer's ReferenceEmbeddings, checked and unchecked rows)
+    gives exactly what running the layer on every retrieved row gives."""
     from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
-    from vcfbert_fast.train import _encode_references
+    from vcfbert_fast.store import ReferenceEmbeddings
     from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions
 
     rng = np.random.default_rng()
@@ -298,11 +299,13 @@ def test_live_reference_encoding_equals_full_embedding(panel):
         .double()
     )
     rows = torch.from_numpy(rng.integers(0, panel.n_haplotypes, size=(b, k)))
-    got = _encode_references(panel, layout, w, rows, layer, pos, af)
+    refs = ReferenceEmbeddings(panel, layout, mode="live", device="cpu")
     tokens = torch.from_numpy(frame_tokens(panel.haplotypes[rows.reshape(-1).numpy(), sl]))
     want = layer(tokens, pos[:1].expand(b * k, -1), af[:1].expand(b * k, -1)).view(b, k, tokens.shape[1], -1)
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    # gradients reach the layer through the shortcut as through the full encoding
-    g1 = torch.autograd.grad(got.square().sum(), layer.token.weight)[0]
-    g2 = torch.autograd.grad(want.square().sum(), layer.token.weight)[0]
-    torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)
+    g2 = torch.autograd.grad(want.square().sum(), layer.token.weight, retain_graph=True)[0]
+    for check in (True, False):  # host-validated rows, and the trainer's unchecked device path
+        got = refs.encode(w, rows, layer, pos, af, check=check)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        # gradients reach the layer through the shortcut as through the full encoding
+        g1 = torch.autograd.grad(got.square().sum(), layer.token.weight)[0]
+        torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)

@@ -34,11 +34,11 @@ def _register_fakes() -> None:
     """Shape-only (meta) implementations so ``torch.compile`` and FakeTensor tracing work."""
 
     @torch.library.register_fake("vcfbert_fast::gather_rows")
-    def _gather_rows_fake(src, index):
+    def _gather_rows_fake(src, index, check=True):
         return src.new_empty((index.shape[0], *src.shape[1:]), device=index.device)
 
     @torch.library.register_fake("vcfbert_fast::gather_rows_out")
-    def _gather_rows_out_fake(src, index, out):
+    def _gather_rows_out_fake(src, index, out, check=True):
         return None
 
     @torch.library.register_fake("vcfbert_fast::hamming_topk")

@@ -120,18 +120,14 @@ def _passthrough_records(target_path: str, matched: set) -> tuple[list[tuple[int
 def encode_references(panel, layout, window_idx: int, rows: torch.Tensor, layer, pos, af) -> torch.Tensor:
     """Embeddings ``[B, K, L, D]`` of the complete (unmasked) panel rows ``rows [B, K]``, as in training.
 
-    Only the distinct rows are embedded (queries of a batch often retrieve the same references).
+    One call of :class:`vcfbert_fast.store.ReferenceEmbeddings` (live mode: a per-site select for
+    the model's embedding; any other layer embeds the batch's distinct rows once).
     """
-    from .windows import frame_tokens
+    from .store import ReferenceEmbeddings
 
-    b, k = rows.shape
-    uniq, inv = torch.unique(rows.reshape(-1).cpu(), return_inverse=True)
-    sl = layout.sites(window_idx)
-    tokens = torch.from_numpy(frame_tokens(panel.haplotypes[uniq.numpy(), sl])).to(pos.device)
-    length = tokens.shape[1]
-    n_u = tokens.shape[0]
-    emb = layer(tokens, pos[:1, :length].expand(n_u, length), af[:1, :length].expand(n_u, length))
-    return emb[inv.to(emb.device)].view(b, k, length, -1)
+    return ReferenceEmbeddings(panel, layout, mode="live", device=pos.device).encode(
+        window_idx, rows, layer, pos, af
+    )
 
 
 def load_model(model_path: str, panel, device: torch.device):
@@ -232,11 +228,14 @@ def impute(
     central = layout.central_window_of_site()
     pop_af, af_p_note = _target_population_af(freqs, panel_file, target.samples)
     k = int(dict(state.get("train_config") or {}).get("k", 0))
-    retriever = None
+    retriever = references = None
     if k > 0:
+        from .store import ReferenceEmbeddings
+
         kw = {"device": dev}
         retriever = make_retriever("hamming", panel, freqs, layout, None, k=k, **kw)
         retriever.refresh_embeddings(model.bert.embedding, device=dev)
+        references = ReferenceEmbeddings(panel, layout, mode="live", device=dev)
     print(
         f"model: {model_path} ({state['model_config']['dims']} dims, {state['model_config']['n_layers']} layers, "
         f"K={k}); {len(layout)} windows of <= {layout.max_sites} sites, overlap {layout.overlap}; "
@@ -277,11 +276,12 @@ def impute(
                     _, i1 = retriever.search(w, batch["hap_1"])
                     _, i2 = retriever.search(w, batch["hap_2"])
                     emb = model.bert.embedding
-                    batch["rag_emb_h1"] = encode_references(
-                        panel, layout, w, i1, emb, batch["pos"], batch["af"]
+                    # retrieved panel rows: valid by construction, encoded without a host round trip
+                    batch["rag_emb_h1"] = references.encode(
+                        w, i1, emb, batch["pos"], batch["af"], check=False
                     )
-                    batch["rag_emb_h2"] = encode_references(
-                        panel, layout, w, i2, emb, batch["pos"], batch["af"]
+                    batch["rag_emb_h2"] = references.encode(
+                        w, i2, emb, batch["pos"], batch["af"], check=False
                     )
                 if amp is not None:
                     with amp:

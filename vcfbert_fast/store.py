@@ -5,13 +5,24 @@ Two sources behind one call, ``encode(window_idx, ref_rows [B, K], embedding_lay
 * ``"live"`` (default): embed the retrieved rows' COMPLETE (unmasked) alleles with the live
   embedding layer. Gradients flow into the embedding and nothing goes stale: right for
   training with small K. For a per-site layer the layer runs on two rows (all ALLELE_0, all
-  ALLELE_1) and each reference is a per-site select; otherwise on all ``[B*K, L]`` tokens.
+  ALLELE_1) and each reference is a per-site select (``O(L*D)`` layer work, exactly what running
+  the layer on every row gives, values and gradients); otherwise on the batch's DISTINCT rows
+  once (queries of a batch often retrieve the same references).
 * ``"store"``: every reference row of a window pre-encoded once (bf16, in host memory, pinned
   when CUDA is available) with a frozen snapshot of the embedding taken at ``refresh()``; a
   call is one ``ops.gather_rows`` into a preallocated device buffer (zero-copy UVA kernel on
   CUDA). No gradient reaches the embedding from the references and entries are as old as the
   last refresh: right for inference/imputation (the embedding is frozen anyway) and for large
-  K, where live encoding costs ``B*K`` embedding rows per step.
+  K, where live encoding costs ``B*K`` embedding rows per step. ``host_store=False``: the same
+  frozen snapshot without a host store: the live encoding above run with the snapshot, no grad,
+  cast to ``dtype`` (the trainer's ``--reference store``: no ``[N, L, D]`` memory at all).
+
+``encode(..., check=False)`` is for hot paths whose rows are valid by construction (a
+retriever's output): no host round trip at all. The rows' alleles come from a per-window
+bit-packed copy of the panel on the layer's device (``N_panel * ceil(n/64) * 8`` bytes per window,
+94 MB for a whole 5008-haplotype x 150k-site panel), the store's row map is a device tensor, and
+``ops.gather_rows(check=False)`` skips its range-check read-back. ``check=True`` (default)
+validates the rows on the host and raises on a bad one.
 
 Memory truth (DESIGN.md): one window of 2008 references x 1030 tokens x 192 dims is 0.79 GB in
 bf16, so the store has an explicit byte budget (``max_bytes``): windows are encoded on first
@@ -64,7 +75,8 @@ class ReferenceEmbeddings:
     it). ``per_site``: encode the store through a per-site table and ``ops.embed_flatten``
     (``O(L * V * D)`` embedding work per window instead of ``O(N * L * D)``); default: True for
     ``HaplotypeEmbedding``. ``max_rows``: ``B*K`` to preallocate the output buffers for;
-    ``n_buffers``: output buffers used in turn (module doc).
+    ``n_buffers``: output buffers used in turn (module doc). ``host_store``: store mode keeps the
+    host store (default) or only the frozen snapshot (module doc).
     """
 
     def __init__(
@@ -81,6 +93,7 @@ class ReferenceEmbeddings:
         chunk_rows: int = 256,
         max_rows: int = 0,
         n_buffers: int = 2,
+        host_store: bool = True,
     ):
         if mode not in ("live", "store"):
             raise ValueError(f"mode must be 'live' or 'store', not {mode!r}")
@@ -109,6 +122,9 @@ class ReferenceEmbeddings:
         self._next_buf = 0
         self.n_built = 0
         self.n_evicted = 0
+        self.host_store = bool(host_store)
+        self._row_to_ref_dev: torch.Tensor | None = None  # _row_to_ref on self.device (check=False)
+        self._bits: dict[int, torch.Tensor] = {}  # window -> packed alleles of every panel row (check=False)
 
     # ------------------------------------------------------------------ shared
     @property
@@ -131,12 +147,16 @@ class ReferenceEmbeddings:
             raise ValueError(f"panel row {int(rows[idx < 0][0])} is not one of this store's reference_rows")
         return idx
 
-    @staticmethod
-    def _site_features(x: torch.Tensor, r: int, k: int, length: int) -> torch.Tensor:
-        """``[L]`` or ``[B, L]`` per-site features -> ``[B*K, L]`` (each item's features for its K references)."""
-        if x.dim() == 1:
-            return x[None].expand(r, length)
-        return x.repeat_interleave(k, dim=0)
+    def _window_bits(self, window_idx: int, dev: torch.device) -> torch.Tensor:
+        """Packed alleles of every panel row in a window, int64 ``[N_panel, ceil(n/64)]`` on ``dev``."""
+        bits = self._bits.get(window_idx)
+        if bits is None or bits.device != dev:
+            from .ops.hamming import pack_bits
+
+            sl = self.layout.sites(window_idx)
+            bits = pack_bits(torch.from_numpy(np.ascontiguousarray(self.panel.haplotypes[:, sl]))).to(dev)
+            self._bits[window_idx] = bits
+        return bits
 
     def encode(
         self,
@@ -145,54 +165,76 @@ class ReferenceEmbeddings:
         embedding_layer: torch.nn.Module,
         pos: torch.Tensor | None,
         af: torch.Tensor | None,
+        check: bool = True,
     ) -> torch.Tensor:
         """Embeddings of the retrieved complete reference haplotypes, ``[B, K, L, D]``.
 
         ``pos``/``af``: ``[L]`` or ``[B, L]`` framed window features (``L >= n + 2``; the live
-        path pads tokens with PAD beyond ``n + 2``). Live: the layer's dtype, with autograd.
+        path pads tokens with PAD beyond ``n + 2``), shared by the batch's items (a window's
+        features; the first item's are used). Live: the layer's dtype, with autograd.
         Store: ``dtype`` (bf16), no autograd, a view of a reused buffer, ``L == n + 2``.
+        ``check=False``: ``ref_rows`` are trusted (panel rows; in store mode rows of
+        ``reference_rows``), no host synchronisation (module doc).
         """
         if ref_rows.dim() != 2:
             raise ValueError(f"ref_rows must be [B, K], got shape {tuple(ref_rows.shape)}")
         if self.mode == "live":
-            return self._encode_live(window_idx, ref_rows, embedding_layer, pos, af)
-        return self._encode_store(window_idx, ref_rows, embedding_layer, pos, af)
+            return self._encode_live(window_idx, ref_rows, embedding_layer, pos, af, check)
+        if not self.host_store:
+            if self._snapshot is None:
+                self.refresh(embedding_layer)  # as with the host store: first use freezes the layer
+            with torch.no_grad():
+                out = self._encode_live(window_idx, ref_rows, self._snapshot, pos, af, check)
+            return out.to(self.dtype)
+        return self._encode_store(window_idx, ref_rows, embedding_layer, pos, af, check)
 
     # ------------------------------------------------------------------ live
-    def _encode_live(self, window_idx, ref_rows, layer, pos, af):
+    def _encode_live(self, window_idx, ref_rows, layer, pos, af, check=True):
         b, k = ref_rows.shape
         sl = self.layout.sites(window_idx)
         n = sl.stop - sl.start
         length = pos.shape[-1]
         if length < n + 2:
             raise ValueError(f"pos/af have L={length} but window {window_idx} frames to {n + 2} tokens")
-        rows = ref_rows.reshape(-1).cpu().numpy().astype(np.int64)
-        alleles = torch.from_numpy(np.ascontiguousarray(self.panel.haplotypes[rows, sl]))
         dev = _layer_device(layer)
+        p0 = (pos if pos.dim() == 1 else pos[0]).to(dev)
+        a0 = (af if af.dim() == 1 else af[0]).to(dev)
         r = b * k
         per_site = _is_per_site(layer) if self.per_site is None else self.per_site
         if per_site:
             # A complete reference holds only ALLELE_0/ALLELE_1 at its sites and the window's
             # pos/af are shared by its items, so the layer runs on the two constant sequences
             # [2, L] and each row is a per-site select: O(L*D) layer work, gradients intact.
-            p0 = (pos if pos.dim() == 1 else pos[0]).to(dev)
-            a0 = (af if af.dim() == 1 else af[0]).to(dev)
             toks = torch.full((2, length), PAD, dtype=torch.int64)
             toks[0, 1 : n + 1], toks[1, 1 : n + 1] = ALLELE_0, ALLELE_1
             toks[:, 0], toks[:, n + 1] = SOS, EOS
             table = layer(toks.to(dev), p0[None].expand(2, length), a0[None].expand(2, length))
-            alt = torch.zeros(r, length, dtype=torch.bool)
-            alt[:, 1 : n + 1] = alleles.bool()
-            out = torch.where(alt.to(dev, non_blocking=True)[..., None], table[1], table[0])
+            if check:
+                rows = ref_rows.reshape(-1).cpu().numpy().astype(np.int64)
+                alt = torch.zeros(r, length, dtype=torch.bool)
+                alt[:, 1 : n + 1] = torch.from_numpy(
+                    np.ascontiguousarray(self.panel.haplotypes[rows, sl])
+                ).bool()
+                alt = alt.to(dev, non_blocking=True)
+            else:  # rows stay on the device: alleles unpacked from the window's bits there
+                from .ops.hamming import unpack_bits
+
+                words = self._window_bits(window_idx, dev)[ref_rows.reshape(-1).to(dev)]
+                alt = torch.zeros(r, length, dtype=torch.bool, device=dev)
+                alt[:, 1 : n + 1] = unpack_bits(words, n).bool()
+            out = torch.where(alt[..., None], table[1], table[0])
         else:
-            tokens = torch.from_numpy(frame_tokens(alleles.numpy()))
+            # Any layer: embed each distinct row once, then expand (gradients accumulate per use).
+            rows = ref_rows.reshape(-1).cpu().numpy().astype(np.int64)
+            uniq, inv = np.unique(rows, return_inverse=True)
+            tokens = torch.from_numpy(frame_tokens(self.panel.haplotypes[uniq, sl]))
             if length > n + 2:
                 tokens = torch.nn.functional.pad(tokens, (0, length - n - 2), value=PAD)
-            out = layer(
-                tokens.to(dev, non_blocking=True),
-                self._site_features(pos.to(dev), r, k, length),
-                self._site_features(af.to(dev), r, k, length),
+            u = tokens.shape[0]
+            emb = layer(
+                tokens.to(dev, non_blocking=True), p0[None].expand(u, length), a0[None].expand(u, length)
             )
+            out = emb[torch.from_numpy(inv.reshape(-1)).to(dev)]
         return out.reshape(b, k, length, out.shape[-1]).to(self.device)
 
     # ------------------------------------------------------------------ store
@@ -283,7 +325,7 @@ class ReferenceEmbeddings:
             buf = self._bufs[slot] = torch.empty(size, dtype=self.dtype, device=self.device)
         return buf[:need].view(r, length, dims)
 
-    def _encode_store(self, window_idx, ref_rows, layer, pos, af):
+    def _encode_store(self, window_idx, ref_rows, layer, pos, af, check=True):
         if self._snapshot is None:
             self.refresh(layer)  # first use without an explicit refresh: freeze the layer as it is now
         b, k = ref_rows.shape
@@ -297,7 +339,12 @@ class ReferenceEmbeddings:
         src = self.window_store(window_idx, pos, af)
         from .ops.gather import gather_rows
 
-        idx = torch.from_numpy(self._internal(ref_rows)).to(self.device)
+        if check:
+            idx = torch.from_numpy(self._internal(ref_rows)).to(self.device)
+        else:  # trusted rows: mapped on the device, gathered without the range-check read-back
+            if self._row_to_ref_dev is None:
+                self._row_to_ref_dev = torch.from_numpy(self._row_to_ref).to(self.device)
+            idx = self._row_to_ref_dev[ref_rows.reshape(-1).to(self.device)]
         out = self._out_buffer(b * k, length, src.shape[-1])
-        gather_rows(src, idx, out=out)
+        gather_rows(src, idx, out=out, check=check)
         return out.view(b, k, length, src.shape[-1])

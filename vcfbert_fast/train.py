@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -258,30 +259,6 @@ class _SkipBatches(torch.utils.data.Sampler):
 # ----------------------------------------------------------------------------- the step module
 
 
-def _encode_references(panel, layout, window_idx: int, rows: torch.Tensor, layer: nn.Module, pos, af):
-    """Live reference embeddings ``[B, K, L, D]`` of complete (unmasked) panel rows ``rows [B, K]``.
-
-    The embedding is purely per-site (the HaplotypeEmbedding contract) and a complete reference
-    holds only ALLELE_0/ALLELE_1 at its sites, so the layer runs once on the two constant
-    sequences ``[2, L]`` and every reference row is a per-site select between them: O(L*D)
-    layer work instead of O(B*K*L*D), with gradients flowing into the layer as before.
-    """
-    from .vocab import ALLELE_0, ALLELE_1, EOS, SOS
-
-    b, k = rows.shape
-    sl = layout.sites(window_idx)
-    n = sl.stop - sl.start
-    length = n + 2
-    dev = pos.device
-    alleles = torch.from_numpy(panel.haplotypes[rows.reshape(-1).cpu().numpy(), sl]).to(dev)  # [B*K, n]
-    toks = torch.tensor([ALLELE_0, ALLELE_1], device=dev)[:, None].repeat(1, length)
-    toks[:, 0], toks[:, -1] = SOS, EOS
-    table = layer(toks, pos[:1, :length].expand(2, length), af[:1, :length].expand(2, length))  # [2, L, D]
-    alt = torch.zeros(b * k, length, dtype=torch.bool, device=dev)
-    alt[:, 1:-1] = alleles.bool()
-    return torch.where(alt[..., None], table[1], table[0]).view(b, k, length, -1)
-
-
 class _Step(nn.Module):
     """Reference embeddings + forward_logits in one module, so DDP sees every parameter use."""
 
@@ -430,7 +407,6 @@ class Trainer:
         self.refresh_epoch = -1
         self.last_val: dict | None = None
         self.stop_reason: str | None = None
-        self._snapshot: nn.Module | None = None
         if resume:
             self._resume()
         elif self.dist.main:
@@ -451,27 +427,20 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.98), **kw)
 
     def _make_references(self) -> Callable:
-        """``f(window, rows [B, K], layer, pos, af) -> [B, K, L, D]``.
+        """``f(window, rows [B, K], layer, pos, af) -> [B, K, L, D]``: :class:`~vcfbert_fast.store.ReferenceEmbeddings`.
 
         ``live``: encoded with the training embedding (gradients flow into it). ``store``: the
-        frozen snapshot taken at the last refresh, no grad, bf16 (the seed's pre-encoded store).
-        Both use the per-site table shortcut of :func:`_encode_references`, so neither needs a
-        host store of ``[N, L, D]`` embeddings (docs/TRAINING.md).
+        frozen snapshot taken at the last refresh, no grad, bf16 (the seed's pre-encoded store,
+        ``host_store=False``). Both use the per-site select, so neither needs a host store of
+        ``[N, L, D]`` embeddings (docs/TRAINING.md). The rows come from the retriever (panel rows
+        by construction), so the step encodes them unchecked: no host synchronisation.
         """
-        panel, layout = self.panel, self.layout
-        if self.cfg.reference == "live":
+        from .store import ReferenceEmbeddings
 
-            def encode(w, rows, layer, pos, af):
-                return _encode_references(panel, layout, w, rows, layer, pos, af)
-
-            return encode
-
-        def encode_store(w, rows, layer, pos, af):
-            with torch.no_grad():
-                snap = self._snapshot if self._snapshot is not None else layer
-                return _encode_references(panel, layout, w, rows, snap, pos, af).to(torch.bfloat16)
-
-        return encode_store
+        self.reference_embeddings = ReferenceEmbeddings(
+            self.panel, self.layout, mode=self.cfg.reference, device=self.device, host_store=False
+        )
+        return functools.partial(self.reference_embeddings.encode, check=False)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -560,7 +529,8 @@ class Trainer:
         snap = copy.deepcopy(emb)
         snap.load_state_dict(weights)
         snap.eval().requires_grad_(False)
-        self._snapshot = snap
+        if self.cfg.reference == "store":
+            self.reference_embeddings.refresh(snap)
         self.refresh_state = weights
         self.retriever.refresh_embeddings(snap, device=self.device)
 

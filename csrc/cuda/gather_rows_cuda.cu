@@ -2,6 +2,7 @@
 // The kernel is in gather_rows_kernel.cuh (shared with the CuPy/NVRTC path).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zero.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -91,7 +92,7 @@ const void* device_src_pointer(const at::Tensor& src, const at::Tensor& index) {
   return static_cast<const char*>(mapped) + (view - base);
 }
 
-void gather_rows_out_cuda(const at::Tensor& src, const at::Tensor& index, const at::Tensor& out) {
+void gather_rows_out_cuda(const at::Tensor& src, const at::Tensor& index, const at::Tensor& out, bool check) {
   check_gather_rows_args(src, index);
   check_gather_rows_out(src, index, out);
   TORCH_CHECK(index.is_cuda(), "gather_rows: index is on ", index.device(), " but out is on ", out.device(),
@@ -104,7 +105,8 @@ void gather_rows_out_cuda(const at::Tensor& src, const at::Tensor& index, const 
   const int64_t row_bytes = n_rows == 0 ? 0 : static_cast<int64_t>(src.nbytes()) / n_rows;
   if (n_out == 0) return;
   if (n_rows == 0 || row_bytes == 0) {
-    TORCH_CHECK(n_rows > 0, "gather_rows: src has 0 rows, so every index is out of range");
+    TORCH_CHECK(n_rows > 0 || !check, "gather_rows: src has 0 rows, so every index is out of range");
+    if (n_rows == 0) out.zero_();  // unchecked: every row is out of range, hence zero-filled
     return;
   }
   const at::Tensor idx = index.contiguous();
@@ -123,7 +125,9 @@ void gather_rows_out_cuda(const at::Tensor& src, const at::Tensor& index, const 
                             stream);
   }
   // The range check costs one 4-byte read-back (a sync with the stream); an unchecked bad index
-  // would otherwise hand the model a silently zeroed row.
+  // would otherwise hand the model a silently zeroed row. check=false (hot paths whose indices are
+  // valid by construction) skips it: no host synchronisation, out-of-range rows stay zero-filled.
+  if (!check) return;
   int flag = 0;
   VF_CUDA_CHECK(cudaMemcpyAsync(&flag, err.const_data_ptr<int>(), sizeof(int), cudaMemcpyDeviceToHost, stream));
   VF_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -131,12 +135,12 @@ void gather_rows_out_cuda(const at::Tensor& src, const at::Tensor& index, const 
               ") (those output rows were zero-filled); check the retrieval indices against the store size");
 }
 
-at::Tensor gather_rows_cuda(const at::Tensor& src, const at::Tensor& index) {
+at::Tensor gather_rows_cuda(const at::Tensor& src, const at::Tensor& index, bool check) {
   check_gather_rows_args(src, index);
   TORCH_CHECK(index.is_cuda(), "gather_rows: index on ", index.device(), " reached the CUDA kernel; ",
               "use a CUDA index to gather onto the device");
   at::Tensor out = at::empty(gather_rows_out_shape(src, index), src.options().device(index.device()));
-  gather_rows_out_cuda(src, index, out);
+  gather_rows_out_cuda(src, index, out, check);
   return out;
 }
 

@@ -55,9 +55,10 @@ def _width(row_bytes: int, *addresses: int) -> int:
     return width
 
 
-def gather_rows_cupy(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:
+def gather_rows_cupy(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor, check: bool = True) -> None:
     """``out[i] = src[index[i]]`` with ``src`` pinned host memory, ``index``/``out`` on one CUDA
-    device. Uses the current torch stream; raises on an out-of-range index (one 4-byte read-back)."""
+    device. Uses the current torch stream; raises on an out-of-range index (one 4-byte read-back),
+    or with ``check=False`` zero-fills such rows without reading anything back (no host sync)."""
     import cupy
 
     if not src.is_contiguous() or not out.is_contiguous():
@@ -68,6 +69,9 @@ def gather_rows_cupy(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor) 
     if n_out == 0:
         return
     if n_rows == 0:
+        if not check:
+            out.zero_()
+            return
         raise IndexError("gather_rows: src has 0 rows, so every index is out of range")
     row_bytes = src.numel() * src.element_size() // n_rows
     if row_bytes == 0:
@@ -97,7 +101,7 @@ def gather_rows_cupy(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor) 
                 cupy.uint64(err.data_ptr()),
             ),
         )
-    if int(err.item()):
+    if check and int(err.item()):
         raise IndexError(
             f"gather_rows: index holds a value outside [0, {n_rows}) (those rows were zero-filled)"
         )

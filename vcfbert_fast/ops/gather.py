@@ -9,7 +9,11 @@ Paths, best first (:func:`gather_backend` says which is live):
    CUDA ``index``, when the extension has no CUDA kernels and CuPy is installed),
 3. :func:`gather_rows_reference`: ``index_select`` on the host, then ``copy_`` to the device.
 
-Every path gives bit-identical results; an index outside ``[0, N)`` raises.
+Every path gives bit-identical results; an index outside ``[0, N)`` raises. ``check=False`` is
+for hot paths whose indices are valid by construction (retrieved rows of the same store): no range
+check and so no host synchronisation on CUDA (the checked kernel reads back a 4-byte error flag,
+a stream sync); an out-of-range index then zero-fills its output row instead of raising (no path
+ever reads out of bounds).
 """
 
 from __future__ import annotations
@@ -40,15 +44,26 @@ def _check(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None) -> 
 
 
 def gather_rows_reference(
-    src: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None
+    src: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None, check: bool = True
 ) -> torch.Tensor:
-    """Plain torch: ``index_select`` where ``src`` lives, then one copy to ``index``'s device."""
+    """Plain torch: ``index_select`` where ``src`` lives, then one copy to ``index``'s device.
+
+    ``check=False``: out-of-range rows come back zero-filled (the kernels' unchecked behaviour)."""
     _check(src, index, out)
     n = src.shape[0]
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
-        bad = index[(index < 0) | (index >= n)][0]
-        raise IndexError(f"gather_rows: index value {int(bad)} is out of range for src with {n} rows")
-    rows = src.index_select(0, index.to(src.device, torch.int64))
+    idx = index.to(src.device, torch.int64)
+    if check:
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+            bad = index[(index < 0) | (index >= n)][0]
+            raise IndexError(f"gather_rows: index value {int(bad)} is out of range for src with {n} rows")
+        rows = src.index_select(0, idx)
+    else:
+        valid = (idx >= 0) & (idx < n)
+        if n == 0:
+            rows = src.new_zeros(_out_shape(src, index))
+        else:
+            rows = src.index_select(0, torch.where(valid, idx, 0))
+            rows[~valid] = 0
     if out is None:
         return rows.to(index.device, non_blocking=True)
     out.copy_(rows, non_blocking=True)
@@ -78,23 +93,27 @@ def gather_backend(device: torch.device | str, src_pinned: bool = True) -> str:
     return "cpp" if _ext.HAS_EXT else "torch-reference"
 
 
-def gather_rows(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def gather_rows(
+    src: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None, check: bool = True
+) -> torch.Tensor:
     """``out[i] = src[index[i]]`` for ``src [N, ...]``; returns ``out`` (allocated on ``index``'s
     device when not given). ``src`` on the CPU with ``index`` on CUDA should be pinned
-    (``src.pin_memory()``): the CUDA kernel then reads it zero-copy."""
+    (``src.pin_memory()``): the CUDA kernel then reads it zero-copy. ``check=False``: no range
+    check, no host sync; out-of-range rows zero-filled (module doc)."""
     _check(src, index, out)
+    check = bool(check)
     if index.is_cuda and _ext.HAS_CUDA_EXT or not index.is_cuda and _ext.HAS_EXT and src.device.type == "cpu":
         if out is None:
-            return torch.ops.vcfbert_fast.gather_rows(src, index)
-        torch.ops.vcfbert_fast.gather_rows_out(src, index, out)
+            return torch.ops.vcfbert_fast.gather_rows(src, index, check)
+        torch.ops.vcfbert_fast.gather_rows_out(src, index, out, check)
         return out
     if _cupy_usable(src, index):
         from . import _cupy_gather
 
         if out is None:
             out = torch.empty(_out_shape(src, index), dtype=src.dtype, device=index.device)
-        _cupy_gather.gather_rows_cupy(src, index, out)
+        _cupy_gather.gather_rows_cupy(src, index, out, check=check)
         return out
     if not index.is_cuda:
         _ext.warn_fallback("gather_rows")
-    return gather_rows_reference(src, index, out)
+    return gather_rows_reference(src, index, out, check=check)
