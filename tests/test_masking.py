@@ -241,3 +241,34 @@ def test_train_mask_schedules_follow_config():
     for bad in ({"mask_rate": 1.0}, {"mask_rate": 0.0}, {"mask_mode": "x"}, {"val_mask_mode": "y"}):
         with pytest.raises(InputError):
             TrainConfig(**bad)
+
+
+def test_train_cli_mask_flags():
+    from vcfbert_fast.cli import build_parser
+    from vcfbert_fast.train import config_from_args
+
+    base = ["train", "--ref", "r.vcf.gz", "--out", "o"]
+    cfg = config_from_args(build_parser("train").parse_args(base))
+    assert (cfg.mask_rate, cfg.mask_mode, cfg.val_mask_rate, cfg.val_mask_mode) == (
+        None,
+        "random",
+        None,
+        None,
+    )
+    flags = [
+        "--mask-rate",
+        "0.93",
+        "--mask-mode",
+        "array",
+        "--val-mask-rate",
+        "0.9",
+        "--val-mask-mode",
+        "random",
+    ]
+    cfg = config_from_args(build_parser("train").parse_args(base + flags))
+    assert (cfg.mask_rate, cfg.mask_mode, cfg.val_mask_rate, cfg.val_mask_mode) == (
+        0.93,
+        "array",
+        0.9,
+        "random",
+    )
