@@ -124,6 +124,36 @@ def test_public_api_float_weights_identical_across_paths():
 
 
 @needs_ext
+def test_prequantised_int32_weights_passed_as_given_and_float_quantised_once():
+    """int32 [W*64] weights reach the kernel as the same tensor (no copy: the Triton plane cache
+    can hit); float weights are quantised once per tensor version; results identical."""
+    from vcfbert_fast.ops.hamming import quantize_weights
+
+    n_sites = int(np.random.randint(65, 300))
+    q, r = _panel(4, int(np.random.randint(20, 200)), n_sites)
+    qb, rb = pack_bits(q), pack_bits(r)
+    w = torch.rand(n_sites) * 5.0
+    w_int, scale = quantize_weights(w, qb.shape[1])
+    assert w_int.dtype == torch.int32 and w_int.shape == (qb.shape[1] * 64,)
+    assert quantize_weights(w, qb.shape[1])[0] is w_int  # cached: same tensor object
+    assert quantize_weights(w_int, qb.shape[1]) == (w_int, 1.0)  # pre-quantised: as given
+    # independent quantisation: round(w / max * 2**15), zero-padded
+    expect = np.zeros(qb.shape[1] * 64, dtype=np.int64)
+    expect[:n_sites] = np.rint(w.double().numpy() / float(w.max()) * 2**15)
+    assert np.array_equal(w_int.numpy(), expect)
+    k = int(np.random.randint(1, 8))
+    d_f, i_f = hamming_topk(qb, rb, w, k=k)
+    d_i, i_i = hamming_topk(qb, rb, w_int, k=k)
+    assert torch.equal(i_f, i_i)
+    assert torch.equal(d_f, (d_i.double() * scale).float())  # integer distances < 2**24: exact in float32
+    w.mul_(2.0)  # an in-place edit bumps the version: quantised again (same integers, new scale)
+    w2, scale2 = quantize_weights(w, qb.shape[1])
+    assert w2 is not w_int and torch.equal(w2, w_int) and scale2 == pytest.approx(2 * scale)
+    with pytest.raises(ValueError, match="non-negative"):
+        quantize_weights(-w_int, qb.shape[1])
+
+
+@needs_ext
 def test_errors():
     qb = pack_bits(np.random.randint(0, 2, (2, 100)).astype(np.uint8))
     rb = pack_bits(np.random.randint(0, 2, (5, 100)).astype(np.uint8))

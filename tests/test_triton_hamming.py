@@ -231,6 +231,11 @@ def test_interp_planes_kernel_and_cache():
     w[7] = 3  # in-place edit bumps the version: recomputed
     again = H._cached_planes(w, 2)
     assert again is not first and torch.equal(again, H.weight_planes_reference(w, 2))
+    # several windows' weights interleaved (window-interleaved batches) all stay cached
+    others = [torch.randint(0, 2**15, (128,), dtype=torch.int32) for _ in range(3)]
+    planes = [H._cached_planes(o, 2) for o in others]
+    assert all(H._cached_planes(o, 2) is p for o, p in zip(others, planes))
+    assert H._cached_planes(w, 2) is again
 
 
 @interp

@@ -153,7 +153,8 @@ def weight_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
     return planes
 
 
-_PLANE_CACHE: dict = {}
+_PLANE_CACHE: dict = {}  # insertion-ordered: oldest first
+_PLANE_CACHE_SIZE = 8
 
 
 def _cached_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
@@ -166,8 +167,10 @@ def _cached_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
         if ref() is weights and weights._version == version:
             return planes
     planes = weight_planes(weights, n_words)
-    _PLANE_CACHE.clear()  # one entry: the current window's weights
+    _PLANE_CACHE.pop(key, None)
     _PLANE_CACHE[key] = (weakref.ref(weights), weights._version, planes)
+    while len(_PLANE_CACHE) > _PLANE_CACHE_SIZE:  # a few windows' weights (batches interleave windows)
+        del _PLANE_CACHE[next(iter(_PLANE_CACHE))]
     return planes
 
 

@@ -10,6 +10,10 @@ Contract (every path, C++ / Triton / torch reference, gives bit-identical result
   ``w_int = round(w / max(w) * 2**15)`` and distances are scaled back by ``max(w) / 2**15``, so
   the integer kernels agree exactly; the quantisation error of a distance is below
   ``L * max(w) / 2**16``. Integer weights (an int dtype) are used as given (scale 1).
+  Callers that search many times with one weight vector pass int32 ``[W*64]`` weights quantised
+  once (:func:`quantize_weights`): they reach the kernel as the same tensor, without a copy or a
+  host sync, so the Triton kernel's weight-plane cache hits. Float weights are also quantised
+  once per tensor (cached by identity and version counter), for the same reason.
 * ``dist[q, j] = sum_l w_l * (bit_l(q) XOR bit_l(r_j))`` computed exactly in int64; returned as
   float32 ``[Q, k]`` (after scaling) with ``index`` int64 ``[Q, k]``: the ``k`` nearest
   references, ascending, **ties broken by the lowest reference index**. ``1 <= k <= N``.
@@ -20,6 +24,9 @@ or None and return ``(dist int64 [Q, k], index int64 [Q, k])``.
 """
 
 from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -57,13 +64,45 @@ def unpack_bits(bits: torch.Tensor, n_sites: int | None = None) -> torch.Tensor:
     return out if n_sites is None else out[..., :n_sites]
 
 
+_QUANT_CACHE: OrderedDict = OrderedDict()  # (id, n_words) -> (weakref, version, (w_int, scale))
+_QUANT_CACHE_SIZE = 8
+
+
 def quantize_weights(
     weights: torch.Tensor | np.ndarray | None, n_words: int
 ) -> tuple[torch.Tensor | None, float]:
-    """Weights ``[L]`` -> (int32 ``[n_words*64]`` or None, scale) as described in the module doc."""
+    """Weights ``[L]`` -> (int32 ``[n_words*64]`` or None, scale) as described in the module doc.
+
+    int32 ``[n_words*64]`` contiguous weights come back AS GIVEN (no copy; on CUDA no host sync:
+    the Triton kernel checks non-negativity asynchronously). A float (or other) tensor is
+    quantised once and the result reused while the same tensor is passed unmodified.
+    """
     if weights is None:
         return None, 1.0
-    w = torch.as_tensor(weights)
+    if (
+        isinstance(weights, torch.Tensor)
+        and weights.dtype == torch.int32
+        and weights.shape == (n_words * 64,)
+        and weights.is_contiguous()
+    ):
+        if not weights.is_cuda and weights.numel() and bool((weights < 0).any()):
+            raise ValueError("hamming_topk: weights must be non-negative")
+        return weights, 1.0
+    if not isinstance(weights, torch.Tensor):
+        return _quantize(torch.as_tensor(weights), n_words)
+    key = (id(weights), n_words)
+    hit = _QUANT_CACHE.get(key)
+    if hit is not None and hit[0]() is weights and hit[1] == weights._version:
+        _QUANT_CACHE.move_to_end(key)
+        return hit[2]
+    out = _quantize(weights, n_words)
+    _QUANT_CACHE[key] = (weakref.ref(weights), weights._version, out)
+    while len(_QUANT_CACHE) > _QUANT_CACHE_SIZE:
+        _QUANT_CACHE.popitem(last=False)
+    return out
+
+
+def _quantize(w: torch.Tensor, n_words: int) -> tuple[torch.Tensor, float]:
     if w.dim() != 1 or w.shape[0] > n_words * 64:
         raise ValueError(
             f"hamming_topk: weights must be 1-D with at most W*64 = {n_words * 64} entries, "
