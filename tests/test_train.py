@@ -278,6 +278,33 @@ def test_cli_end_to_end(small_sim, tmp_path, capsys, one_thread):
     assert "nothing to resume" in capsys.readouterr().err
 
 
+def test_store_references_are_the_frozen_refresh_snapshot(panel, tmp_path, one_thread):
+    """--reference store: ReferenceEmbeddings without a host store, frozen at the last refresh, bf16."""
+    from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
+    from vcfbert_fast.windows import frame_tokens
+
+    cfg = TrainConfig(**dict(TINY, reference="store"), max_steps=3, epochs=50)
+    tr = Trainer(cfg, panel, None, tmp_path)
+    tr.train()
+    refs = tr.reference_embeddings
+    assert refs.mode == "store" and not refs.host_store and refs.nbytes == 0
+    frozen = HaplotypeEmbedding(ModelConfig.from_dict(tr.model_config.to_dict())).eval()
+    frozen.load_state_dict(tr.refresh_state)
+    live = tr.model.bert.embedding
+    assert any(not torch.equal(v, frozen.state_dict()[k]) for k, v in live.state_dict().items())  # trained on
+    w = 0
+    ds = tr.train_ds
+    item = ds[w * len(tr.train_samples)]
+    pos, af = item["pos"][None], item["af"][None]
+    rows = torch.from_numpy(np.random.default_rng().choice(2 * tr.train_samples, size=(2, 2)))
+    got = tr.references(w, rows, live, pos, af)
+    assert got.dtype == torch.bfloat16 and not got.requires_grad
+    tok = torch.from_numpy(frame_tokens(panel.haplotypes[rows.reshape(-1).numpy(), tr.layout.sites(w)]))
+    with torch.no_grad():
+        want = frozen(tok, pos.expand(4, -1), af.expand(4, -1)).view(2, 2, tok.shape[1], -1)
+    torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-4)
+
+
 def test_live_reference_encoding_equals_full_embedding(panel):
     """The per-site table shortcut (the trainer's ReferenceEmbeddings, checked and unchecked rows)
     gives exactly what running the layer on every retrieved row gives."""
