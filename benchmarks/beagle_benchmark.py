@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -133,7 +134,7 @@ def section_text(args, res: dict, runs: dict, sim_info: dict) -> str:
         SECTION,
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python benchmarks/beagle_benchmark.py "
-        + " ".join(args.argv)
+        + shlex.join(args.argv)
         + "`.",
         (
             f"Machine: {machine()}; tools limited to {args.threads} threads. Beagle: {res['beagle_version']} "
