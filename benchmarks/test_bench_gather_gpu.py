@@ -150,6 +150,17 @@ def test_gather_rows_gpu(benchmark, store):
     )
 
 
+def test_gather_rows_unchecked_gpu(benchmark, store):
+    """``check=False``, the training step's path (retrieved rows): no range-check read-back/stream sync."""
+    from vcfbert_fast.ops import gather_backend, gather_rows
+
+    path = gather_backend("cuda", src_pinned=True)
+    info = _bench(
+        benchmark, store, lambda s, i, o: gather_rows(s, i, out=o, check=False), path + "-unchecked"
+    )
+    assert info["gbps"] >= TARGET_GBPS, f"unchecked gather_rows via {path}: {info['gbps']:.1f} GB/s"
+
+
 def test_gather_rows_cupy_gpu(benchmark, store):
     """The same kernel source compiled at run time through CuPy/NVRTC (installs without the extension)."""
     pytest.importorskip("cupy", reason="CuPy not installed")

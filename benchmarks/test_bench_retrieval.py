@@ -394,7 +394,8 @@ def _batch_fns(s: Setup):
         def fn():
             _, i1 = retriever.search(0, s.tokens[0], exclude=s.exclude)
             _, i2 = retriever.search(0, s.tokens[1], exclude=s.exclude)
-            emb = ref.encode(0, torch.cat([i1, i2]), s.layer, s.pos, s.af)  # [2B, K, L, D]
+            # rows from the retriever: the trainer's unchecked hot path (no host sync)
+            emb = ref.encode(0, torch.cat([i1, i2]), s.layer, s.pos, s.af, check=False)  # [2B, K, L, D]
             return emb[:b], emb[b:], i1, i2
 
         return fn
