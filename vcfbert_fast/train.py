@@ -561,8 +561,14 @@ class Trainer:
         )
 
     def _to_device(self, batch: dict) -> dict:
+        # window_idx stays on the host: the step reads it as an int (retrieval, references), which
+        # on a device tensor would be a host synchronisation per read.
         return {
-            k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+            k: (
+                v.to(self.device, non_blocking=True)
+                if isinstance(v, torch.Tensor) and k != "window_idx"
+                else v
+            )
             for k, v in batch.items()
         }
 
