@@ -135,3 +135,18 @@ def test_alignment_contig_error_without_chr_prefix_hint(tmp_path):
     with pytest.raises(InputError) as exc:
         align_target(t, panel)
     assert "same chromosome" in str(exc.value) and "rename-chrs" not in str(exc.value)
+
+
+def test_target_record_with_every_call_a_lone_dot(tmp_path):
+    """htslib sizes a record whose calls are all '.' as haploid; it is a diploid missing call."""
+    p = tmp_path / "allmissing.vcf"
+    p.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=20>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tt0\tt1\n"
+        "20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n"
+        "20\t150\t.\tC\tT\t.\t.\t.\tGT\t.\t.\n"
+    )
+    t = read_target(p)
+    np.testing.assert_array_equal(t.alleles[:, :, 0], [[0, 1], [1, 1]])
+    np.testing.assert_array_equal(t.alleles[:, :, 1], [[-1, -1], [-1, -1]])

@@ -451,7 +451,12 @@ def _open_cyvcf2(path: str, role: str, samples: list[str] | None = None):
 def _genotypes(v, path: str) -> np.ndarray:
     """``genotype.array()`` ([S, ploidy+1] int16: alleles, then the phased flag), or InputError without GT."""
     try:
-        return v.genotype.array()
+        g = v.genotype.array()
+        if g.shape[1] == 2 and (g[:, 0] == -1).all():
+            # Every call is a lone '.': htslib sizes the record as haploid, but it is a diploid
+            # missing call (the first haplotype's '.', then '.' for the absent second allele).
+            g = np.column_stack([g[:, 0], np.full_like(g[:, 0], -2), np.zeros_like(g[:, 1])])
+        return g
     except Exception:  # noqa: BLE001  (cyvcf2: "couldn't get genotypes for variant")
         raise InputError(
             path,
