@@ -7,19 +7,12 @@ launched by ``test_interpret_suite``. Inputs are fresh random each run.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from interpret_child import CHILD, run_interpret_suite
 
 from vcfbert_fast.ops.embed_flatten import embed_flatten, embed_flatten_backend, embed_flatten_reference
 
-CHILD = os.environ.get("VCFBERT_INTERPRET_CHILD") == "1"
-REPO = Path(__file__).resolve().parents[1]
 interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 child (test_interpret_suite)")
 N_INTERP_TESTS = 7
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
@@ -85,26 +78,7 @@ def test_interpret_suite():
     if CHILD:
         pytest.skip("already the interpreter child")
     pytest.importorskip("triton")
-    env = dict(os.environ)
-    env.update(TRITON_INTERPRET="1", VCFBERT_INTERPRET_CHILD="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        __file__,
-        "-q",
-        "-x",
-        "-k",
-        "test_interp_",
-        "-p",
-        "no:cacheprovider",
-    ]
-    res = subprocess.run(cmd, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-6000:]
-    m = re.search(r"(\d+) passed", out)
-    assert m and int(m.group(1)) == N_INTERP_TESTS, out[-3000:]
+    run_interpret_suite(__file__, N_INTERP_TESTS)
 
 
 def test_backend_names():

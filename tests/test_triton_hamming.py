@@ -7,19 +7,12 @@ the parent test ``test_interpret_suite`` launches it. Inputs are fresh random ea
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from interpret_child import CHILD, run_interpret_suite
 
 pytest.importorskip("triton")
 
-CHILD = os.environ.get("VCFBERT_INTERPRET_CHILD") == "1"
-REPO = Path(__file__).resolve().parents[1]
 interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 child (test_interpret_suite)")
 N_INTERP_TESTS = 10  # the child must run (and pass) this many test_interp_* cases
 
@@ -58,27 +51,7 @@ def test_interpret_suite():
     """Run the test_interp_* cases under TRITON_INTERPRET=1 in a fresh process."""
     if CHILD:
         pytest.skip("already the interpreter child")
-    env = dict(os.environ)
-    env.update(TRITON_INTERPRET="1", VCFBERT_INTERPRET_CHILD="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        __file__,
-        "-q",
-        "-x",
-        "-k",
-        "test_interp_",
-        "-p",
-        "no:cacheprovider",
-    ]
-    res = subprocess.run(cmd, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-6000:]
-    m = re.search(r"(\d+) passed", out)
-    assert m and int(m.group(1)) == N_INTERP_TESTS, out[-3000:]
-    assert "failed" not in out and "error" not in out.lower().split("passed")[-1], out[-3000:]
+    run_interpret_suite(__file__, N_INTERP_TESTS)
 
 
 def test_reference_matches_bruteforce():
