@@ -1,6 +1,6 @@
 """pytest-benchmark configuration for ``python -m pytest benchmarks/ --benchmark-only``.
 
-* ``gpu`` marker: skipped without a CUDA device (as in tests/conftest.py).
+* ``gpu`` marker: skipped without a CUDA device (the repository root's conftest.py).
 * ``--bench-config {cpu-small,gpu}`` (default: ``gpu`` when CUDA is available, else ``cpu-small``)
   picks problem sizes through the ``bench_config`` fixture: ``cpu-small`` fits a 2-core CI box,
   ``gpu`` is the seed-scale configuration quoted in BENCHMARKS.md.
@@ -42,20 +42,6 @@ def pytest_addoption(parser):
         default=None,
         help="problem sizes for the benchmarks (default: gpu with CUDA, else cpu-small)",
     )
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds on 2 CPU cores")
-
-
-def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
