@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from .errors import InputError, VcfBertError
+from .frequencies import population_af_rows
 from .masking import MaskSchedule
 from .vocab import PAD
-from .windows import WindowLayout, frame_features, frame_labels, frame_tokens, scaled_positions
+from .windows import SITE_FEATURES, WindowLayout, frame_features, frame_labels, frame_tokens, window_features
 
 FEATURE_KEYS = ("pos", "af", "af_p", "ref", "het", "hom")
 
@@ -105,16 +106,16 @@ class EmbeddingRAGDataset(torch.utils.data.Dataset):
         self.retriever = None
 
         self.af = _site_array(freqs, "af", n_sites)
-        site_feats = {k: _site_array(freqs, k, n_sites) for k in ("af", "ref", "het", "hom")}
-        positions = np.asarray(panel.positions, dtype=np.int64)
+        for name in SITE_FEATURES:
+            _site_array(freqs, name, n_sites)  # clear errors before any window is framed
         # Per-window framed features, computed once (they do not depend on the sample).
-        self._features: list[dict[str, torch.Tensor]] = []
-        for w in range(self.n_windows):
-            sl = layout.sites(w)
-            feats = {"pos": torch.from_numpy(frame_features(scaled_positions(positions[sl])))}
-            for k, v in site_feats.items():
-                feats[k] = torch.from_numpy(frame_features(v[sl]))
-            self._features.append(feats)
+        self._features: list[dict[str, torch.Tensor]] = [
+            {
+                k: torch.from_numpy(v)
+                for k, v in window_features(panel.positions, freqs, layout.sites(w)).items()
+            }
+            for w in range(self.n_windows)
+        ]
         self._af_p_table, self._af_p_row, self.n_af_p_fallback = self._population_af(panel, freqs, pop_af)
 
     # ----------------------------------------------------------------- set-up helpers
@@ -132,21 +133,15 @@ class EmbeddingRAGDataset(torch.utils.data.Dataset):
             return table, np.arange(self.n_samples, dtype=np.int64), 0
         fp = getattr(freqs, "pop_af", None)
         names = getattr(freqs, "populations", None)
-        labels = getattr(panel, "populations", None)
-        if fp is None or names is None or len(names) == 0 or labels is None:
-            return self.af[None, :], np.zeros(self.n_samples, dtype=np.int64), self.n_samples
-        fp = np.asarray(fp, dtype=np.float32)
-        if fp.shape != (len(names), n_sites):
+        if fp is not None and names is not None and np.shape(fp) != (len(names), n_sites):
             raise InputError(
                 None,
-                f"pop_af has shape {fp.shape}, expected ({len(names)}, {n_sites})",
+                f"pop_af has shape {np.shape(fp)}, expected ({len(names)}, {n_sites})",
                 "recompute frequencies from this panel",
             )
-        lookup = {str(name): i for i, name in enumerate(names)}
-        fallback = len(names)  # extra last row: global AF
-        rows = np.array([lookup.get(str(labels[s]), fallback) for s in self.sample_indices], dtype=np.int64)
-        table = np.concatenate([fp, self.af[None, :]], axis=0)
-        return table, rows, int((rows == fallback).sum())
+        labels = getattr(panel, "populations", None)
+        labels = [""] * self.n_samples if labels is None else np.asarray(labels)[self.sample_indices]
+        return population_af_rows(freqs, labels)
 
     # ----------------------------------------------------------------- epochs and masks
     def set_epoch(self, epoch: int) -> None:

@@ -65,16 +65,29 @@ def compute_frequencies(panel: Panel, samples: np.ndarray | list[int] | None = N
     return freqs
 
 
-def population_af_for_samples(freqs: SiteFrequencies, panel: Panel, sample_indices) -> np.ndarray:
-    """float32 [S', M]: each listed panel sample's own population AF (global AF without populations).
+def population_af_rows(freqs: SiteFrequencies, populations) -> tuple[np.ndarray, np.ndarray, int]:
+    """Population AF of samples given by their population labels, with the global-AF fallback.
 
-    A sample whose population is absent from ``freqs`` (no training sample of it) falls
-    back to the global AF.
+    Returns ``(table float32 [P + 1, M], rows int64 [S], n_fallback)``: sample ``s`` reads
+    ``table[rows[s]]``. The last table row is the global AF, used by samples whose population
+    has no row in ``freqs`` (no training sample of it, unlabelled, or no populations at all).
+    The one place this rule lives: training items, validation and imputation all use it.
     """
+    labels = [] if populations is None else [str(p) for p in populations]
+    af = np.asarray(freqs.af, dtype=np.float32)
+    pop_af, names = getattr(freqs, "pop_af", None), getattr(freqs, "populations", None)
+    if pop_af is None or names is None or not len(names):
+        return af[None, :], np.zeros(len(labels), dtype=np.int64), len(labels)
+    lookup = {str(name): i for i, name in enumerate(names)}
+    fallback = len(names)
+    table = np.concatenate([np.asarray(pop_af, dtype=np.float32), af[None, :]], axis=0)
+    rows = np.array([lookup.get(p, fallback) for p in labels], dtype=np.int64)
+    return table, rows, int((rows == fallback).sum())
+
+
+def population_af_for_samples(freqs: SiteFrequencies, panel: Panel, sample_indices) -> np.ndarray:
+    """float32 [S', M]: each listed panel sample's own population AF (global AF without populations)."""
     idx = np.asarray(sample_indices, dtype=np.int64)
-    if panel.populations is None or freqs.pop_af is None:
-        return np.broadcast_to(freqs.af, (idx.shape[0], freqs.af.shape[0])).copy()
-    lookup = {name: i for i, name in enumerate(freqs.populations)}
-    table = np.concatenate([freqs.pop_af, freqs.af[None, :]], axis=0)  # last row: global fallback
-    rows = np.array([lookup.get(p, len(freqs.populations)) for p in panel.populations[idx]], dtype=np.int64)
+    labels = None if panel.populations is None else panel.populations[idx]
+    table, rows, _ = population_af_rows(freqs, labels if labels is not None else [""] * idx.size)
     return table[rows]

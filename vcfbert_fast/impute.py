@@ -23,18 +23,11 @@ import time
 import numpy as np
 import torch
 
+from .devices import resolve_device
 from .errors import InputError
+from .frequencies import population_af_rows
 
 BEAGLE_JAR = "/usr/share/beagle/beagle.jar"
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, f"--device {device} but CUDA is not available", "use --device cpu or auto")
-    return dev
 
 
 def unphased_hets(alleles: np.ndarray, phased: np.ndarray) -> np.ndarray:
@@ -82,8 +75,12 @@ def prephase_with_beagle(
     return out
 
 
-def _target_population_af(freqs, panel_file: str | None, samples: list[str]) -> tuple[np.ndarray | None, str]:
-    """Per-target-sample population AF rows [S, M] when the panel file names their populations."""
+def _target_population_af(freqs, panel_file: str | None, samples: list[str]):
+    """``(table [P + 1, M], rows [S])`` of population AF per target sample, or None; and a note.
+
+    The populations come from the panel file when it names the target samples; anyone else
+    reads the global AF (``frequencies.population_af_rows``).
+    """
     if panel_file is None or getattr(freqs, "pop_af", None) is None or not len(freqs.populations):
         return None, "global AF (no population AF in the model's panel)"
     from .panel import read_panel_file
@@ -92,10 +89,8 @@ def _target_population_af(freqs, panel_file: str | None, samples: list[str]) -> 
         pops, _ = read_panel_file(panel_file, samples)
     except InputError:
         return None, "global AF (target samples not in the panel file)"
-    lookup = {p: i for i, p in enumerate(freqs.populations)}
-    table = np.concatenate([freqs.pop_af, freqs.af[None, :]], axis=0)
-    rows = np.array([lookup.get(p, len(freqs.populations)) for p in pops], dtype=np.int64)
-    return table[rows].astype(np.float32), f"population AF of {int((rows < len(lookup)).sum())} samples"
+    table, rows, n_fallback = population_af_rows(freqs, pops)
+    return (table, rows), f"population AF of {len(samples) - n_fallback} samples"
 
 
 def _passthrough_records(target_path: str, matched: set) -> tuple[list[tuple[int, str]], list[str]]:
@@ -165,10 +160,10 @@ def impute(
     from .panel import align_target, read_panel, read_target
     from .retrieval import make_retriever
     from .vcf_writer import ImputedSites, gp_from_hds, write_imputed_vcf
-    from .windows import WindowLayout, frame_features, frame_tokens, make_windows, scaled_positions
+    from .windows import WindowLayout, frame_features, frame_tokens, make_windows, window_features
 
     t0 = time.perf_counter()
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if prephase not in (None, "beagle"):
         raise InputError(None, f"--prephase {prephase!r} is not supported", "use --prephase beagle")
     panel = read_panel(ref_path, panel_file, progress=progress)
@@ -258,9 +253,7 @@ def impute(
             keep = np.flatnonzero(central[sl] == w)
             if keep.size == 0:
                 continue
-            feats = {"pos": frame_features(scaled_positions(panel.positions[sl]))}
-            for name in ("af", "ref", "het", "hom"):
-                feats[name] = frame_features(getattr(freqs, name)[sl])
+            feats = window_features(panel.positions, freqs, sl)
             mask = ~typed[sl]
             for b0 in range(0, n_samp, batch_size):
                 b1 = min(n_samp, b0 + batch_size)
@@ -270,7 +263,8 @@ def impute(
                 if pop_af is None:
                     batch["af_p"] = batch["af"]
                 else:
-                    batch["af_p"] = torch.from_numpy(frame_features(pop_af[b0:b1, sl])).to(dev)
+                    table, rows = pop_af
+                    batch["af_p"] = torch.from_numpy(frame_features(table[rows[b0:b1], sl])).to(dev)
                 batch["hap_1"], batch["hap_2"] = toks[:, 0], toks[:, 1]
                 if retriever is not None:
                     _, i1 = retriever.search(w, batch["hap_1"])

@@ -31,7 +31,7 @@ import torch
 from .errors import InputError
 from .ops.hamming import hamming_topk, pack_bits, unpack_bits
 from .vocab import ALLELE_0, ALLELE_1, MASK, UNK
-from .windows import frame_features, frame_tokens, scaled_positions
+from .windows import frame_tokens, window_features
 
 __all__ = ["FaissRetriever", "HammingRetriever", "Retriever", "make_retriever"]
 
@@ -103,10 +103,8 @@ class Retriever(abc.ABC):
 
     def window_features(self, window_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Framed ``pos`` and ``af`` of a window, float32 ``[n + 2]`` (0 at SOS/EOS), as the dataset makes them."""
-        sl = self.layout.sites(window_idx)
-        pos = frame_features(scaled_positions(self.panel.positions[sl]))
-        af = frame_features(self.af[sl])
-        return torch.from_numpy(pos), torch.from_numpy(af)
+        f = window_features(self.panel.positions, self, self.layout.sites(window_idx), names=("af",))
+        return torch.from_numpy(f["pos"]), torch.from_numpy(f["af"])
 
     def window_alleles(self, window_idx: int) -> np.ndarray:
         """Reference alleles of a window, uint8 ``[N, n]`` (rows in ``reference_rows`` order)."""

@@ -42,6 +42,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from .devices import resolve_device
 from .errors import CheckpointError, InputError
 from .metrics import ImputationMetrics
 
@@ -222,20 +223,6 @@ def _init_distributed(device_pref: str) -> _Dist:
     return _Dist(rank, world, local, True)
 
 
-def _resolve_device(pref: str, dist_info: _Dist) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(pref)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(None, "device cuda requested but CUDA is not available", "pass --device cpu")
-        if dev.index is None:
-            dev = torch.device(
-                "cuda", dist_info.local_rank if dist_info.enabled else torch.cuda.current_device()
-            )
-    return dev
-
-
 class _SkipBatches(torch.utils.data.Sampler):
     """A batch sampler without its first ``skip`` batches (resume mid-epoch)."""
 
@@ -302,7 +289,7 @@ class Trainer:
             torch.set_num_threads(int(cfg.threads))
         self.out_dir = Path(out_dir)
         self.dist = _init_distributed(cfg.device)
-        self.device = _resolve_device(cfg.device, self.dist)
+        self.device = resolve_device(cfg.device, self.dist.local_rank if self.dist.enabled else None)
         self.is_cuda = self.device.type == "cuda"
         use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.is_cuda)
         self.amp_dtype = torch.bfloat16 if use_bf16 else None

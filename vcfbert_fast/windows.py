@@ -247,3 +247,18 @@ def scaled_positions(positions) -> np.ndarray:
     if hi <= lo:
         return np.zeros(p.shape, dtype=np.float32)
     return ((p - lo) / (hi - lo)).astype(np.float32)
+
+
+SITE_FEATURES = ("af", "ref", "het", "hom")  # per-site panel frequencies the model reads
+
+
+def window_features(positions, freqs: Any, sl: slice, names=SITE_FEATURES) -> dict[str, np.ndarray]:
+    """Framed per-site features of one window: ``pos`` (min-max scaled) and ``names`` from ``freqs``.
+
+    float32 ``[n + 2]`` each, 0 at SOS/EOS: the one definition the dataset, the retrievers and
+    imputation share. ``freqs`` is a ``SiteFrequencies`` (or anything with those arrays).
+    """
+    out = {"pos": frame_features(scaled_positions(np.asarray(positions)[sl]))}
+    for name in names:
+        out[name] = frame_features(np.asarray(getattr(freqs, name), dtype=np.float32)[sl])
+    return out

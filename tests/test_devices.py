@@ -1,0 +1,36 @@
+"""resolve_device: one rule for every subcommand, one-line errors for devices that cannot run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vcfbert_fast.devices import resolve_device
+from vcfbert_fast.errors import InputError
+
+
+def test_auto_and_cpu():
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == want
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bad", ["tpu", "gpu", "cuda:x", "", "mps:0"])
+def test_unknown_devices_are_one_line_errors(bad):
+    with pytest.raises(InputError) as e:
+        resolve_device(bad)
+    assert "\n" not in str(e.value) and "auto, cpu, cuda" in str(e.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_cuda_without_cuda_is_refused():
+    with pytest.raises(InputError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_index_checked():
+    assert resolve_device("cuda").type == "cuda"
+    with pytest.raises(InputError, match="visible"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")

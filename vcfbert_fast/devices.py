@@ -1,0 +1,42 @@
+"""Device resolution, one rule for every subcommand: ``auto`` -> CUDA when available, else CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+__all__ = ["resolve_device"]
+
+_KNOWN = ("auto", "cpu", "cuda")
+
+
+def resolve_device(pref: str | torch.device = "auto", local_rank: int | None = None) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` -> a usable ``torch.device``.
+
+    ``local_rank`` picks the GPU of a torchrun process when no index is given. Anything else
+    (``tpu``, ``cuda`` without CUDA, ``cuda:7`` on a 1-GPU box) is a one-line ``InputError``.
+    """
+    text = str(pref).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = text.split(":", 1)[0]
+    if kind not in _KNOWN:
+        raise InputError(None, f"--device {pref!r} is not supported", "use auto, cpu, cuda or cuda:N")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise InputError(None, f"--device {pref!r} is not a device name", "use auto, cpu, cuda or cuda:N")
+    if dev.type != "cuda":
+        return dev
+    if not torch.cuda.is_available():
+        raise InputError(None, f"--device {pref} but CUDA is not available", "use --device cpu or auto")
+    if dev.index is None:
+        dev = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
+    if dev.index >= torch.cuda.device_count():
+        raise InputError(
+            None,
+            f"--device {dev} but only {torch.cuda.device_count()} CUDA device(s) are visible",
+            "pick an index below that, or set CUDA_VISIBLE_DEVICES",
+        )
+    return dev
