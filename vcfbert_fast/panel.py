@@ -53,10 +53,6 @@ class Panel:
     def n_haplotypes(self) -> int:
         return int(self.haplotypes.shape[0])
 
-    def packed_bits(self) -> np.ndarray:
-        """Haplotypes bit-packed along sites: uint8 [2S, ceil(M/8)], little bit order."""
-        return np.packbits(self.haplotypes, axis=1, bitorder="little")
-
 
 @dataclass
 class Target:
