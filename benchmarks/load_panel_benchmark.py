@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
 
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="vcfbert_bench_"))
     workdir.mkdir(parents=True, exist_ok=True)

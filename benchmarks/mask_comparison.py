@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from vcfbert_fast.evaluate import evaluate
     from vcfbert_fast.impute import impute
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
     from vcfbert_fast.simulate import simulate
     from vcfbert_fast.train import TrainConfig, Trainer
 

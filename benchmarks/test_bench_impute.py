@@ -48,8 +48,8 @@ def _needs_io():
 def _prepare(cfg: ImputeConfig, tmp_path) -> tuple[object, str, object]:
     """Simulate, read the panel back, save a fresh checkpoint; returns (sim, checkpoint, panel)."""
     from vcfbert_fast.checkpoint import model_state_dict, panel_fingerprint, save_checkpoint
+    from vcfbert_fast.io import read_panel
     from vcfbert_fast.model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
-    from vcfbert_fast.panel import read_panel
     from vcfbert_fast.simulate import simulate
     from vcfbert_fast.vocab import VOCAB
     from vcfbert_fast.windows import make_windows

@@ -26,8 +26,8 @@ import torch
 from step_setup import median_ms, sync
 
 from vcfbert_fast.frequencies import compute_frequencies
+from vcfbert_fast.io import Panel
 from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
-from vcfbert_fast.panel import Panel
 from vcfbert_fast.retrieval import make_retriever
 from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions
 

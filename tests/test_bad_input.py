@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vcfbert_fast.errors import InputError
-from vcfbert_fast.panel import align_target, read_panel, read_target
+from vcfbert_fast.io import align_target, read_panel, read_target
 
 HEADER = (
     "##fileformat=VCFv4.2\n"

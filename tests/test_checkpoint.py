@@ -19,7 +19,7 @@ from vcfbert_fast.checkpoint import (
     save_checkpoint,
 )
 from vcfbert_fast.errors import CheckpointError
-from vcfbert_fast.panel import Panel
+from vcfbert_fast.io import Panel
 from vcfbert_fast.vocab import VOCAB
 
 

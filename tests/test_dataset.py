@@ -16,8 +16,8 @@ from vcfbert_fast.dataset import (
     embedding_rag_collate_fn,
 )
 from vcfbert_fast.errors import InputError, VcfBertError
+from vcfbert_fast.io import Panel
 from vcfbert_fast.masking import MaskSchedule, window_mask
-from vcfbert_fast.panel import Panel
 from vcfbert_fast.windows import make_windows
 
 rng = np.random.default_rng()

@@ -27,7 +27,7 @@ def _worker(rank: int, world: int, port: int, ref_vcf: str, panel_txt: str, out:
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
     from vcfbert_fast.train import TrainConfig, Trainer
 
     panel = read_panel(ref_vcf, panel_txt, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vcfbert_fast.frequencies import compute_frequencies, population_af_for_samples
-from vcfbert_fast.panel import Panel
+from vcfbert_fast.io import Panel
 
 
 def random_panel(rng, with_pops=True):

@@ -84,7 +84,7 @@ def test_impute_output_contract(small_sim, tmp_path, k):
     import cyvcf2
 
     from vcfbert_fast.impute import impute
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
 
     if k and not _has_retrieval_ops():
         pytest.skip("retrieval ops (vcfbert_fast.ops.hamming_topk) not available in this checkout")
@@ -143,7 +143,7 @@ def test_impute_output_contract(small_sim, tmp_path, k):
 def test_checkpoint_of_other_panel_refused(small_sim, tmp_path):
     from vcfbert_fast.errors import CheckpointError
     from vcfbert_fast.impute import impute
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
 
     panel = read_panel(small_sim.ref_vcf, progress=False)
     other = read_panel(small_sim.ref_vcf, progress=False)
@@ -161,7 +161,7 @@ def test_unphased_target_refused_then_allowed(small_sim, tmp_path):
 
     from vcfbert_fast.errors import InputError
     from vcfbert_fast.impute import impute
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
 
     rng = np.random.default_rng()
     panel = read_panel(small_sim.ref_vcf, progress=False)
@@ -195,7 +195,7 @@ def test_prephase_beagle(small_sim, tmp_path):
     import cyvcf2
 
     from vcfbert_fast.impute import impute
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
 
     panel = read_panel(small_sim.ref_vcf, progress=False)
     ckpt = _fresh_checkpoint(tmp_path / "m.pt", panel, 0)

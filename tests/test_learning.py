@@ -53,7 +53,7 @@ def _train(panel, out, k):
 
 
 def test_retrieval_beats_af_baseline_and_no_retrieval(small_sim, tmp_path, one_thread):
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
 
     panel = read_panel(small_sim.ref_vcf, small_sim.panel_txt, progress=False)
     rag, v_rag = _train(panel, tmp_path / "rag", k=4)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vcfbert_fast.errors import InputError
-from vcfbert_fast.panel import read_panel, read_panel_file
+from vcfbert_fast.io import read_panel, read_panel_file
 
 BASES = "ACGT"
 

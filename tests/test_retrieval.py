@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from vcfbert_fast.errors import InputError
+from vcfbert_fast.io import Panel
 from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
 from vcfbert_fast.ops import pack_bits, unpack_bits
-from vcfbert_fast.panel import Panel
 from vcfbert_fast.retrieval import FaissRetriever, HammingRetriever, make_retriever
 from vcfbert_fast.vocab import MASK, UNK
 from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions

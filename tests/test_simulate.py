@@ -81,7 +81,7 @@ def test_panel_txt(small_sim):
 
 
 def test_read_back_with_package(small_sim):
-    from vcfbert_fast.panel import align_target, read_panel, read_target
+    from vcfbert_fast.io import align_target, read_panel, read_target
 
     panel = read_panel(small_sim.ref_vcf, panel_file=small_sim.panel_txt, progress=False)
     target = read_target(small_sim.target_vcf)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vcfbert_fast.errors import InputError
+from vcfbert_fast.io import Panel
 from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
-from vcfbert_fast.panel import Panel
 from vcfbert_fast.store import ReferenceEmbeddings
 from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions
 

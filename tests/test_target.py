@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vcfbert_fast.errors import InputError
-from vcfbert_fast.panel import Panel, Target, align_target, read_target
+from vcfbert_fast.io import Panel, Target, align_target, read_target
 
 BASES = "ACGT"
 CALLS = ["0|0", "0|1", "1|0", "1|1", "0/0", "0/1", "1/1", "1/0", ".|.", "./.", ".", "0|.", ".|1", "./1"]

@@ -37,7 +37,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def panel(small_sim):
-    from vcfbert_fast.panel import read_panel
+    from vcfbert_fast.io import read_panel
 
     return read_panel(small_sim.ref_vcf, small_sim.panel_txt, progress=False)
 

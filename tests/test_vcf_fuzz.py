@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vcfbert_fast.errors import InputError
-from vcfbert_fast.panel import read_panel
+from vcfbert_fast.io import read_panel
 
 BASES = "ACGT"
 SAMPLES = ["A", "B", "C"]

@@ -53,7 +53,7 @@ def demo(
     """
     from .evaluate import evaluate, markdown_table
     from .impute import impute
-    from .panel import read_panel
+    from .io import read_panel
     from .simulate import simulate
     from .train import TrainConfig, Trainer
 

@@ -27,3 +27,8 @@ class InputError(VcfBertError, ValueError):
 
 class CheckpointError(InputError):
     """A checkpoint that does not match the model, panel layout or vocab."""
+
+
+def shown_names(names: list[str], most: int = 5) -> str:
+    """The first ``most`` names and how many more: a long list kept to one line of an error."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .panel import Panel
+from .io import Panel
 
 
 @dataclass

@@ -83,7 +83,7 @@ def _target_population_af(freqs, panel_file: str | None, samples: list[str]):
     """
     if panel_file is None or getattr(freqs, "pop_af", None) is None or not len(freqs.populations):
         return None, "global AF (no population AF in the model's panel)"
-    from .panel import read_panel_file
+    from .io import read_panel_file
 
     try:
         pops, _ = read_panel_file(panel_file, samples)
@@ -157,7 +157,7 @@ def impute(
     Returns a summary dict (sites, samples, timings, sites/s, output paths).
     """
     from .frequencies import compute_frequencies
-    from .panel import align_target, read_panel, read_target
+    from .io import align_target, read_panel, read_target
     from .retrieval import make_retriever
     from .vcf_writer import ImputedSites, gp_from_hds, write_imputed_vcf
     from .windows import WindowLayout, frame_features, frame_tokens, make_windows, window_features

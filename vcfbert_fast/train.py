@@ -908,7 +908,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from .panel import read_panel
+    from .io import read_panel
 
     base = None
     if args.resume:
