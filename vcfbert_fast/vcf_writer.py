@@ -7,9 +7,10 @@ Why the shape it has:
 * GP is rounded to thousandths with the sum forced to exactly 1.000, and DS is then written
   as exactly ``GP1 + 2*GP2``; HDS is rounded on its own (so ``DS == HDS1 + HDS2`` holds to
   +-0.002). GT is the phased best guess ``round(HDS)`` per haplotype unless given.
-* BGZF is written here with zlib (no dependency on the ``bgzip`` binary); the index is made by
-  ``tabix -p vcf`` or ``bcftools index -t``. Without either, the file is written unindexed and
-  the writer says so (``index_path`` is then ``None``).
+* BGZF is written with zlib (``io.bgzf.BgzfWriter``: no dependency on the ``bgzip`` binary);
+  the index is made by ``tabix -p vcf`` or ``bcftools index -t`` (``io.bgzf.index_vcf``).
+  Without either, the file is written unindexed and the writer says so (the summary's
+  ``index`` is then ``None``).
 * ``INFO/DR2`` is the estimated dosage r^2: minimac's Rsq on haplotype dosages,
   ``var(HDS) / (p (1 - p))`` over the output haplotypes with ``p = mean(HDS)``, clipped to
   [0, 1] (0 at monomorphic sites). ``INFO/AF`` is ``p``.
@@ -18,20 +19,15 @@ Why the shape it has:
 from __future__ import annotations
 
 import datetime
-import gzip
 import os
-import shutil
-import struct
-import subprocess
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .io.bgzf import BgzfWriter, index_vcf
+
 FIELD_WIDTH = 40  # "\t" + "a|b" + ":D.DDD" + ":P.PPP,P.PPP,P.PPP" + ":H.HHH,H.HHH"
-_BGZF_BLOCK = 0xFF00
-_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 
 @dataclass
@@ -129,54 +125,6 @@ def format_genotypes(
     buf[..., 34] = 44
     _put_decimal(buf, 35, h[..., 1])
     return buf.reshape(m, s * FIELD_WIDTH), ds
-
-
-class BgzfWriter:
-    """Minimal BGZF (blocked gzip) writer: valid for tabix/bcftools/htslib and plain gzip readers."""
-
-    def __init__(self, path: str, level: int = 4):
-        self._fh = open(path, "wb")  # noqa: SIM115 (closed in close())
-        self._buf = bytearray()
-        self._level = level
-
-    def write(self, data: bytes) -> None:
-        self._buf += data
-        while len(self._buf) >= _BGZF_BLOCK:
-            self._flush_block(bytes(self._buf[:_BGZF_BLOCK]))
-            del self._buf[:_BGZF_BLOCK]
-
-    def _flush_block(self, data: bytes) -> None:
-        comp = zlib.compressobj(self._level, zlib.DEFLATED, -15)
-        body = comp.compress(data) + comp.flush()
-        bsize = len(body) + 25  # total block size - 1
-        header = struct.pack("<BBBBIBBHBBHH", 31, 139, 8, 4, 0, 0, 255, 6, 66, 67, 2, bsize)
-        trailer = struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data))
-        self._fh.write(header + body + trailer)
-
-    def close(self) -> None:
-        if self._buf:
-            self._flush_block(bytes(self._buf))
-            self._buf = bytearray()
-        self._fh.write(_BGZF_EOF)
-        self._fh.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def index_vcf(path: str) -> str | None:
-    """Tabix-index a bgzipped VCF with ``tabix`` or ``bcftools``; None (and a message) if neither exists."""
-    if shutil.which("tabix"):
-        subprocess.run(["tabix", "-f", "-p", "vcf", path], check=True)
-        return path + ".tbi"
-    if shutil.which("bcftools"):
-        subprocess.run(["bcftools", "index", "-f", "-t", path], check=True)
-        return path + ".tbi"
-    print(f"note: neither tabix nor bcftools found; {path} written unindexed (apt install tabix)")
-    return None
 
 
 def header_lines(
@@ -299,20 +247,3 @@ def write_imputed_vcf(
         "passthrough_records": len(passthrough),
         "samples": n_s,
     }
-
-
-def read_header_lines(path: str) -> list[str]:
-    """The ``##`` meta lines of a (b)gzipped or plain VCF, for carrying definitions to the output."""
-    opener = gzip.open if _is_gzip(path) else open
-    out = []
-    with opener(path, "rt") as fh:
-        for line in fh:
-            if not line.startswith("##"):
-                break
-            out.append(line.rstrip("\n"))
-    return out
-
-
-def _is_gzip(path: str) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"

@@ -2,19 +2,17 @@
 
 Only biallelic SNPs become sites; other records are skipped and counted in ``.skipped``.
 
-=================== =========================================================================
-module              job
-=================== =========================================================================
-``bgzf``            BGZF files: recognise one, check it is complete, open it (fast)
-``checks``          file checks before htslib reads a file (missing, truncated, malformed text)
-``sites``           which records become sites (skip rules, order, duplicates); per-site rows
-``cyvcf2_records``  records and genotype arrays through cyvcf2, htslib failures as InputError
-``panel_text``      the panel's fast engine: numpy decoding of GT-only 'a|b' VCF text
-``panel_cyvcf2``    the panel's reference engine: any VCF/BCF htslib parses
-``panel_reader``    ``Panel`` and ``read_panel`` (engine choice, checks common to both)
-``populations``     the sample -> population table (``read_panel_file``)
-``target``          ``Target``, ``read_target``, ``Alignment``, ``align_target``
-=================== =========================================================================
+Modules, one job each:
+
+- ``bgzf``: BGZF files: recognise, check, open (fast), write, tabix-index; used by vcf_writer
+- ``checks``: file checks before htslib reads a file (missing, truncated, malformed text)
+- ``sites``: which records become sites (skip rules, order, duplicates); the per-site rows
+- ``cyvcf2_records``: records and genotype arrays through cyvcf2, htslib failures as InputError
+- ``panel_text``: the panel's fast engine, numpy decoding of GT-only 'a|b' VCF text
+- ``panel_cyvcf2``: the panel's reference engine, any VCF/BCF htslib parses
+- ``panel_reader``: ``Panel`` and ``read_panel`` (engine choice, checks common to both)
+- ``populations``: the sample -> population table (``read_panel_file``)
+- ``target``: ``Target``, ``read_target``, ``Alignment``, ``align_target``
 """
 
 from __future__ import annotations

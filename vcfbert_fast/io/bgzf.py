@@ -1,7 +1,7 @@
-"""BGZF (blocked gzip) files: recognise one, open it for reading.
+"""BGZF (blocked gzip) files: recognise one, open it for reading, write one, tabix-index it.
 
 The format's facts (the gzip magic, the ``BC`` extra field, the 28-byte end-of-file block)
-live here once, for the input checks and the fast panel reader.
+live here once, for the input checks, the fast panel reader and the imputed-VCF writer.
 """
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 from typing import IO
 
 # The 28-byte empty BGZF block every complete bgzip/BCF file ends with (SAM/BAM spec, section 4.1.2).
 EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+BLOCK_DATA = 0xFF00  # uncompressed bytes per written block (bgzip's choice; a block holds < 64 KiB)
 HEAD_BYTES = 16  # enough of a file's start to tell gzip from BGZF
 
 
@@ -59,3 +62,51 @@ def open_bytes_fast(path: str | os.PathLike, compressed: bool) -> tuple[IO[bytes
         )
         return proc.stdout, proc
     return open_bytes(path, compressed), None
+
+
+class BgzfWriter:
+    """Minimal BGZF writer with zlib (no ``bgzip`` binary): valid for tabix/bcftools/htslib and gzip."""
+
+    def __init__(self, path: str, level: int = 4):
+        self._fh = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self._buf = bytearray()
+        self._level = level
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        while len(self._buf) >= BLOCK_DATA:
+            self._flush_block(bytes(self._buf[:BLOCK_DATA]))
+            del self._buf[:BLOCK_DATA]
+
+    def _flush_block(self, data: bytes) -> None:
+        comp = zlib.compressobj(self._level, zlib.DEFLATED, -15)
+        body = comp.compress(data) + comp.flush()
+        bsize = len(body) + 25  # total block size - 1
+        header = struct.pack("<BBBBIBBHBBHH", 31, 139, 8, 4, 0, 0, 255, 6, 66, 67, 2, bsize)
+        trailer = struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data))
+        self._fh.write(header + body + trailer)
+
+    def close(self) -> None:
+        if self._buf:
+            self._flush_block(bytes(self._buf))
+            self._buf = bytearray()
+        self._fh.write(EOF_BLOCK)
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def index_vcf(path: str) -> str | None:
+    """Tabix-index a bgzipped VCF with ``tabix`` or ``bcftools``; None (and a message) if neither exists."""
+    if shutil.which("tabix"):
+        subprocess.run(["tabix", "-f", "-p", "vcf", path], check=True)
+        return path + ".tbi"
+    if shutil.which("bcftools"):
+        subprocess.run(["bcftools", "index", "-f", "-t", path], check=True)
+        return path + ".tbi"
+    print(f"note: neither tabix nor bcftools found; {path} written unindexed (apt install tabix)")
+    return None
