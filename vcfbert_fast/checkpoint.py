@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, shown_names
 
 FORMAT = "vcfbert-fast-checkpoint"
 FORMAT_VERSION = 1
@@ -272,9 +272,6 @@ def _load_weights(path: str, model: torch.nn.Module, saved: dict, strict: bool) 
     unexpected = sorted(set(saved) - set(own))
     shape_bad = sorted(k for k in set(own) & set(saved) if tuple(own[k].shape) != tuple(saved[k].shape))
 
-    def _names(keys: list[str]) -> str:
-        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
     fix = "build the model from the checkpoint's model_config"
     if shape_bad:
         k = shape_bad[0]
@@ -287,9 +284,9 @@ def _load_weights(path: str, model: torch.nn.Module, saved: dict, strict: bool) 
     if strict and (missing or unexpected):
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)} weight(s): {_names(missing)}")
+            parts.append(f"missing {len(missing)} weight(s): {shown_names(missing)}")
         if unexpected:
-            parts.append(f"unexpected {len(unexpected)} weight(s): {_names(unexpected)}")
+            parts.append(f"unexpected {len(unexpected)} weight(s): {shown_names(unexpected)}")
         raise CheckpointError(path, "; ".join(parts), fix)
     common = set(own) & set(saved)
     if not common:
