@@ -57,6 +57,9 @@ from .step import StepModule
 
 __all__ = ["Trainer"]
 
+# tqdm's line for a bar that counts seconds of the time budget (its default would print "1.00s/s")
+_TIME_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+
 
 @dataclass
 class _Loop:
@@ -417,14 +420,35 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _make_bar(self) -> Progress:
+        """The bar measures what ends the run: seconds of ``time_budget_min`` when there is a
+        budget (the run stops at the latest then), else steps up to ``total_steps`` (``max_steps``,
+        or epochs x steps per epoch). Plain lines when stderr is not a terminal."""
+        cfg = self.cfg
+        enabled = cfg.progress and self.dist.main
+        if cfg.time_budget_min is not None:
+            return progress_bar(
+                60.0 * cfg.time_budget_min,
+                desc="train",
+                unit="s",
+                enabled=enabled,
+                bar_format=_TIME_BAR_FORMAT,
+                dynamic_ncols=True,
+            )
         return progress_bar(
             self.total_steps,
             initial=self.step,
             desc="train",
             unit="step",
-            enabled=self.cfg.progress and self.dist.main,
+            enabled=enabled,
             dynamic_ncols=True,
         )
+
+    def _advance_bar(self, loop: _Loop) -> None:
+        bar = loop.bar
+        if self.cfg.time_budget_min is None:
+            bar.update(1)
+        else:
+            bar.update(min(time.monotonic() - loop.t_start, bar.total) - bar.n)
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -560,7 +584,7 @@ class Trainer:
     def _log_step(self, loop: _Loop, lr: float) -> None:
         """Advance the bar; every ``log_every`` steps read the loss (the one host sync), refuse a
         non-finite one, and write a ``train`` record."""
-        loop.bar.update(1)
+        self._advance_bar(loop)
         if self.step % self.cfg.log_every != 0:
             return
         loop.last_loss = float(loop.loss_sum.item()) / max(loop.loss_n, 1)
@@ -586,7 +610,12 @@ class Trainer:
                 "elapsed_s": round(now - loop.t_start, 2),
             }
         )
-        loop.bar.set_postfix(epoch=self.epoch, loss=f"{loop.last_loss:.4f}", samples_s=f"{loop.rate:.0f}")
+        shown = {}
+        if self.cfg.time_budget_min is not None:  # the bar counts seconds: say where the steps are
+            shown["step"] = self.step if self.cfg.max_steps is None else f"{self.step}/{self.cfg.max_steps}"
+        loop.bar.set_postfix(
+            **shown, epoch=self.epoch, loss=f"{loop.last_loss:.4f}", samples_s=f"{loop.rate:.0f}"
+        )
 
     def _should_stop(self, loop: _Loop) -> str | None:
         """``max_steps`` or ``time_budget`` when reached; under DDP the budget is agreed between
