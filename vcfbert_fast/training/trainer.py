@@ -450,6 +450,15 @@ class Trainer:
         else:
             bar.update(min(time.monotonic() - loop.t_start, bar.total) - bar.n)
 
+    def _show_on_bar(self, loop: _Loop) -> None:
+        """Epoch, last logged loss and throughput beside the bar; the step too when it counts seconds."""
+        shown = {}
+        if self.cfg.time_budget_min is not None:
+            shown["step"] = self.step if self.cfg.max_steps is None else f"{self.step}/{self.cfg.max_steps}"
+        if loop.last_loss is not None:
+            shown.update(loss=f"{loop.last_loss:.4f}", samples_s=f"{loop.rate:.0f}")
+        loop.bar.set_postfix(epoch=self.epoch, **shown)
+
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict | None:
@@ -610,12 +619,7 @@ class Trainer:
                 "elapsed_s": round(now - loop.t_start, 2),
             }
         )
-        shown = {}
-        if self.cfg.time_budget_min is not None:  # the bar counts seconds: say where the steps are
-            shown["step"] = self.step if self.cfg.max_steps is None else f"{self.step}/{self.cfg.max_steps}"
-        loop.bar.set_postfix(
-            **shown, epoch=self.epoch, loss=f"{loop.last_loss:.4f}", samples_s=f"{loop.rate:.0f}"
-        )
+        self._show_on_bar(loop)
 
     def _should_stop(self, loop: _Loop) -> str | None:
         """``max_steps`` or ``time_budget`` when reached; under DDP the budget is agreed between
@@ -678,6 +682,7 @@ class Trainer:
         if loop.validated_at != self.step:
             self._after_validation(self.validate())
         self.save()
+        self._show_on_bar(loop)  # where the run ended, not the last log step
 
     def _summary(self, loop: _Loop) -> dict:
         summary = {
