@@ -84,3 +84,27 @@ def test_frozen_on_resume_names_real_fields():
 
     names = set(TrainConfig().to_dict())
     assert FROZEN_ON_RESUME and set(FROZEN_ON_RESUME) <= names, set(FROZEN_ON_RESUME) - names
+
+
+def test_training_doc_names_real_modules_and_names():
+    """docs/TRAINING.md "Where the code is": every module it lists imports and holds the names it gives."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "TRAINING.md").read_text()
+    section = doc.split("## Where the code is", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)\.py` \| .*? \| (.*) \|$", section, re.MULTILINE)
+    assert {m for m, _ in rows} == {"config", "distributed", "batches", "step", "trainer"}
+    for module_name, names in rows:
+        module = importlib.import_module(f"vcfbert_fast.training.{module_name}")
+        owner = None
+        for item in re.findall(r"`([^`]+)`", names):
+            name = re.match(r"\.?(\w+)", item).group(1)
+            if item.startswith("."):  # a method of the last class named
+                assert hasattr(owner, name), f"{module_name}: {owner.__name__}.{name}"
+            else:
+                assert hasattr(module, name), f"{module_name}.{name}"
+                owner = getattr(module, name)
+    for step in re.findall(r"`(_\w+)`", section):  # the loop's named steps
+        assert hasattr(importlib.import_module("vcfbert_fast.training.trainer").Trainer, step), step
