@@ -489,7 +489,7 @@ class Trainer:
             value, better = result["accuracy"], lambda a, b: a > b
         else:
             value, better = result.get("loss", float("nan")), lambda a, b: a < b
-        if value is None or math.isnan(value):
+        if math.isnan(value):
             return False
         if self.best_metric is None or better(value, self.best_metric):
             self.best_metric = float(value)
