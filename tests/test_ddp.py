@@ -59,8 +59,18 @@ def _worker(rank: int, world: int, port: int, ref_vcf: str, panel_txt: str, out:
 
     tr._retrieve = recording
     summary = tr.train()
+    from vcfbert_fast.training.distributed import any_rank, sum_across_ranks
+
+    agreed = [any_rank(rank == 1, tr.dist, tr.device), any_rank(False, tr.dist, tr.device)]
+    summed = sum_across_ranks(torch.tensor([1.0, float(rank)], dtype=torch.float64), tr.dist).tolist()
     torch.save(
-        {"seen": seen, "state": {k: v.clone() for k, v in tr.model.state_dict().items()}, "summary": summary},
+        {
+            "seen": seen,
+            "state": {k: v.clone() for k, v in tr.model.state_dict().items()},
+            "summary": summary,
+            "agreed": agreed,
+            "summed": summed,
+        },
         os.path.join(out, f"rank{rank}.pt"),
     )
     tr.close()
@@ -89,6 +99,9 @@ def test_two_gloo_ranks_disjoint_samples_identical_weights(small_sim, tmp_path):
     for k, v in r0["state"].items():
         assert torch.equal(ck["model_state"][k], v), k
     assert r0["summary"]["stop_reason"] == "max_steps"
+    # the collectives: an OR of flags (one rank's True stops all), a sum of counters
+    assert r0["agreed"] == r1["agreed"] == [True, False]
+    assert r0["summed"] == r1["summed"] == [2.0, 1.0]
     assert r0["summary"]["validation"] == r1["summary"]["validation"], (
         "validation metrics must be all-reduced"
     )

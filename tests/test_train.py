@@ -232,6 +232,46 @@ def test_time_budget_and_epochs(panel, tmp_path, one_thread):
     assert s["stop_reason"] == "epochs" and s["epoch"] == 2 and s["step"] == 2 * tr.steps_per_epoch
 
 
+def test_bar_measures_what_ends_the_run(panel, tmp_path, monkeypatch):
+    """--time-budget: a bar of the budget's seconds (not epochs x steps with an ETA of days);
+    --max-steps without a budget: steps; neither: epochs x steps per epoch."""
+    from tqdm import tqdm
+
+    from vcfbert_fast import progress
+
+    monkeypatch.setattr(progress, "is_terminal", lambda stream: True)  # as on a terminal: tqdm
+
+    def trainer(name, **kw):
+        return Trainer(TrainConfig(**dict(TINY, k=0, progress=True, **kw)), panel, None, tmp_path / name)
+
+    budget = trainer("budget", time_budget_min=3.0, epochs=10_000)
+    steps = trainer("steps", max_steps=7, epochs=50)
+    epochs = trainer("epochs", epochs=3)
+    bars = [tr._make_bar() for tr in (budget, steps, epochs)]
+    try:
+        assert all(isinstance(b, tqdm) for b in bars)
+        assert budget.total_steps == 10_000 * budget.steps_per_epoch  # what the bar used to count
+        assert bars[0].total == 180.0 and bars[0].unit == "s" and "0/180 s" in str(bars[0])
+        assert bars[1].total == 7 and bars[1].unit == "step"
+        assert bars[2].total == 3 * epochs.steps_per_epoch and bars[2].unit == "step"
+    finally:
+        for b in bars:
+            b.close()
+
+
+def test_training_off_a_terminal_writes_plain_lines(panel, tmp_path, capsys, one_thread):
+    """stderr is not a TTY under capsys (as in a log file or CI): no carriage-return redraws."""
+    Trainer(
+        TrainConfig(**dict(TINY, k=0, progress=True), max_steps=3, epochs=50), panel, None, tmp_path / "s"
+    ).train()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "train: 3/3 step (100%)" in err, err
+    cfg = TrainConfig(**dict(TINY, k=0, progress=True, time_budget_min=1e-4, epochs=50))
+    Trainer(cfg, panel, None, tmp_path / "t").train()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "/0.006 s (100%)" in err and "step=" in err, err
+
+
 def test_cli_end_to_end(small_sim, tmp_path, capsys, one_thread):
     out = tmp_path / "run"
     common = [

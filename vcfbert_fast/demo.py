@@ -55,7 +55,7 @@ def demo(
     from .impute import impute
     from .io import read_panel
     from .simulate import simulate
-    from .train import TrainConfig, Trainer
+    from .training import TrainConfig, Trainer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

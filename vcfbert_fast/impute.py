@@ -26,6 +26,7 @@ import torch
 from .devices import resolve_device
 from .errors import InputError
 from .frequencies import population_af_rows
+from .progress import progress_bar
 
 BEAGLE_JAR = "/usr/share/beagle/beagle.jar"
 
@@ -240,11 +241,7 @@ def impute(
 
     hds = np.zeros((m, n_samp, 2), dtype=np.float32)
     amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=m, desc="imputing", unit=" sites", file=sys.stderr)
+    bar = progress_bar(m, desc="imputing", unit=" sites", enabled=progress)
     t_inf = time.perf_counter()
     with torch.no_grad():
         for w in range(len(layout)):
@@ -286,10 +283,8 @@ def impute(
                 p2 = torch.softmax(out["hap2_logits"].float(), -1)[:, 1:-1, 1].cpu().numpy()
                 hds[sl.start + keep, b0:b1, 0] = p1[:, keep].T
                 hds[sl.start + keep, b0:b1, 1] = p2[:, keep].T
-            if bar is not None:
-                bar.update(int(keep.size))
-    if bar is not None:
-        bar.close()
+            bar.update(int(keep.size))
+    bar.close()
     t_inf = time.perf_counter() - t_inf
 
     # ---------------------------------------------------------------- typed sites keep their calls

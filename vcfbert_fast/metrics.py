@@ -46,6 +46,8 @@ class ImputationMetrics:
     - ``n_sites``: scored haplotype-sites; ``loss`` if losses were passed.
     """
 
+    N_SLOTS = _N_SLOTS  # length of ``counts``
+
     def __init__(self, rare_af: float = RARE_AF):
         self.rare_af = rare_af
         self.counts: torch.Tensor | None = None
@@ -58,8 +60,7 @@ class ImputationMetrics:
         mask = batch["mask"].bool()
         af = batch["af"].float()
         device = mask.device
-        if self.counts is None:
-            self.counts = torch.zeros(_N_SLOTS, dtype=torch.float64, device=device)
+        self.totals(device)
         c = torch.zeros(_N_SLOTS, dtype=torch.float64, device=device)
         base_pred = (af > 0.5).long()
         for h in ("1", "2"):
@@ -99,9 +100,12 @@ class ImputationMetrics:
             c[_LOSS_N] += 1
         self.counts += c
 
-    def merge_(self, counts: torch.Tensor) -> None:
-        """Add another accumulator's raw counts (e.g. after an all-reduce across ranks)."""
-        self.counts = counts.clone() if self.counts is None else self.counts + counts.to(self.counts.device)
+    def totals(self, device: torch.device | str) -> torch.Tensor:
+        """The raw counters, float64 ``[N_SLOTS]``; zeros on ``device`` before any update, so a
+        rank that scored no batch still joins an all-reduce with a tensor of the right size."""
+        if self.counts is None:
+            self.counts = torch.zeros(self.N_SLOTS, dtype=torch.float64, device=device)
+        return self.counts
 
     def compute(self) -> dict[str, float]:
         c = [0.0] * _N_SLOTS if self.counts is None else self.counts.tolist()

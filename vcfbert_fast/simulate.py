@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .progress import progress_bar
 
 CONTIG = "20"
 POPULATIONS = ("YRI", "CEU", "CHB")
@@ -196,11 +197,7 @@ def simulate(
     ref_per_pop = _split(n_ref_samples, 3)
     tgt_per_pop = _split(n_target_samples, 3)
     counts = {p: ref_per_pop[i] + tgt_per_pop[i] for i, p in enumerate(POPULATIONS)}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=4, desc="simulate", unit=" step")
+    bar = progress_bar(4, desc="simulate", unit=" step", enabled=progress)
     ts = msprime.sim_ancestry(
         samples={p: c for p, c in counts.items() if c > 0},
         demography=out_of_africa_demography(),
@@ -209,11 +206,9 @@ def simulate(
         random_seed=seed,
         discrete_genome=True,
     )
-    if bar is not None:
-        bar.update(1)
+    bar.update(1)
     ts = msprime.sim_mutations(ts, rate=mutation_rate, random_seed=seed, discrete_genome=True)
-    if bar is not None:
-        bar.update(1)
+    bar.update(1)
 
     # individuals in tree-sequence order; name them per population, first ref then target
     pop_names = [ts.population(i).metadata.get("name", str(i)) for i in range(ts.num_populations)]
@@ -266,8 +261,7 @@ def simulate(
     maf = np.minimum(af, 1 - af)
     rng = np.random.default_rng([seed, 20])
     arr = choose_array_sites(maf, array_density, rng)
-    if bar is not None:
-        bar.update(1)
+    bar.update(1)
 
     panel_txt = out / "panel.txt"
     with open(panel_txt, "w") as fh:
@@ -280,9 +274,8 @@ def simulate(
     ref_vcf, ref_index = _bgzip_index(out / "ref.vcf")
     truth_vcf, truth_index = _bgzip_index(out / "truth.vcf")
     target_vcf, target_index = _bgzip_index(out / "target.vcf")
-    if bar is not None:
-        bar.update(1)
-        bar.close()
+    bar.update(1)
+    bar.close()
     return SimulationResult(
         out_dir=out,
         ref_vcf=ref_vcf,

@@ -200,9 +200,9 @@ def hap_major(blocks: list[np.ndarray], n_sites: int, n_hap: int) -> np.ndarray:
 
 
 def progress_bar(progress: bool, desc: str):
-    """A tqdm counter of sites read, or None when ``progress`` is off."""
+    """A counter of sites read (the package's one bar rule, ``progress.progress_bar``), or None when off."""
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar as bar
 
-    return tqdm(desc=desc, unit=" sites", unit_scale=True, mininterval=1.0)
+    return bar(None, desc=desc, unit=" sites", unit_scale=True, mininterval=1.0)
