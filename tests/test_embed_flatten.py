@@ -170,7 +170,7 @@ def test_bad_inputs_raise():
 @pytest.mark.parametrize("table_dtype", DTYPES)
 def test_interp_forward_every_dtype(table_dtype):
     """Triton (interpreted) == reference bit for bit: every input/output dtype, odd L and D."""
-    from vcfbert_fast.kernels.embed_flatten import embed_flatten_add_triton, embed_flatten_table_triton
+    from vcfbert_fast.ops.triton.embed_flatten import embed_flatten_add_triton, embed_flatten_table_triton
 
     c = _case(table_dtype=table_dtype, site_dtype=DTYPES[torch.randint(0, 4, ()).item()])
     tok = c["tokens"]
@@ -266,7 +266,7 @@ def test_kernel_compiles_for_gpu():
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from vcfbert_fast.kernels.embed_flatten import _embed_flatten_kernel
+    from vcfbert_fast.ops.triton.embed_flatten import _embed_flatten_kernel
 
     names = ("PER_SITE_TABLE", "SITE_BATCHED", "F64", "OUT16", "BF16_RNE", "BR", "BD")
     for per_site, f64 in ((False, False), (True, True)):

@@ -55,7 +55,7 @@ def test_interpret_suite():
 
 
 def test_reference_matches_bruteforce():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_reference
 
     q, r, qb, rb = _packed_case(3, 23, 70)
     for weights in (None, torch.randint(0, 9, (128,), dtype=torch.int32)):
@@ -66,7 +66,7 @@ def test_reference_matches_bruteforce():
 
 
 def test_weight_planes_reference_reconstructs_weights():
-    from vcfbert_fast.kernels.hamming_topk import N_PLANES, unpack_bits, weight_planes_reference
+    from vcfbert_fast.ops.triton.hamming_topk import N_PLANES, unpack_bits, weight_planes_reference
 
     n_words = 3
     w = torch.randint(0, 2**31 - 1, (n_words * 64,), dtype=torch.int32)
@@ -78,7 +78,7 @@ def test_weight_planes_reference_reconstructs_weights():
 
 
 def test_cpu_op_without_interpreter_uses_reference():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, qb, rb = _packed_case(4, 40, 100)
     w = torch.randint(0, 100, (128,), dtype=torch.int32)
@@ -88,7 +88,7 @@ def test_cpu_op_without_interpreter_uses_reference():
 
 
 def test_opcheck_cpu():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton  # noqa: F401 (registers the op)
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton  # noqa: F401 (registers the op)
 
     q, r, _, _ = _packed_case(3, 20, 90)
     op = torch.ops.vcfbert_fast.hamming_topk_triton.default
@@ -97,7 +97,7 @@ def test_opcheck_cpu():
 
 
 def test_bad_inputs_raise():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, _, _ = _packed_case(2, 10, 64)
     with pytest.raises(TypeError):
@@ -126,7 +126,7 @@ def test_bad_inputs_raise():
     ],
 )
 def test_interp_matches_references(n_q, n_ref, n_sites, k, weighted):
-    from vcfbert_fast.kernels.hamming_topk import _launch, hamming_topk_reference
+    from vcfbert_fast.ops.triton.hamming_topk import _launch, hamming_topk_reference
 
     q, r, qb, rb = _packed_case(n_q, n_ref, n_sites)
     n_words = q.shape[1]
@@ -142,7 +142,7 @@ def test_interp_matches_references(n_q, n_ref, n_sites, k, weighted):
 @interp
 def test_interp_all_ties_lowest_index():
     """Every reference identical: the answer is indices 0..k-1 (across tile borders too)."""
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, qb, rb = _packed_case(3, 1, 120, dup=False)
     refs = r.expand(150, -1).contiguous()
@@ -155,7 +155,7 @@ def test_interp_all_ties_lowest_index():
 @interp
 def test_interp_multistage_merge(monkeypatch):
     """Force the candidate merge through several select stages (large-N path) at tiny sizes."""
-    import vcfbert_fast.kernels.hamming_topk as H
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
     monkeypatch.setattr(H, "_SELECT_MAX_BLOCK", 16)
     q, r, _, _ = _packed_case(3, 600, 64)
@@ -169,7 +169,7 @@ def test_interp_multistage_merge(monkeypatch):
 @interp
 def test_interp_full_width_weights():
     """31 weight planes and sums near 2^40 stay exact in the int64 keys."""
-    from vcfbert_fast.kernels.hamming_topk import _launch
+    from vcfbert_fast.ops.triton.hamming_topk import _launch
 
     q, r, qb, rb = _packed_case(2, 30, 128)
     w = torch.randint(2**30, 2**31 - 1, (128,), dtype=torch.int32)
@@ -181,7 +181,7 @@ def test_interp_full_width_weights():
 @interp
 def test_interp_op_and_fake():
     """Through torch.ops (interpreted Triton impl) plus the fake-tensor check."""
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_reference, hamming_topk_triton
 
     q, r, _, _ = _packed_case(4, 33, 77)
     d, i = hamming_topk_triton(q, r, None, 3)
@@ -194,7 +194,7 @@ def test_interp_op_and_fake():
 
 @interp
 def test_interp_planes_kernel_and_cache():
-    import vcfbert_fast.kernels.hamming_topk as H
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
     w = torch.randint(0, 2**31 - 1, (128,), dtype=torch.int32)
     w[5] = 2**31 - 1
@@ -213,7 +213,7 @@ def test_interp_planes_kernel_and_cache():
 
 @interp
 def test_interp_empty_query_batch():
-    from vcfbert_fast.kernels.hamming_topk import _launch
+    from vcfbert_fast.ops.triton.hamming_topk import _launch
 
     _, r, _, _ = _packed_case(1, 10, 64)
     d, i = _launch(r[:0], r, None, 2)
@@ -227,7 +227,7 @@ def test_interp_empty_query_batch():
 @pytest.mark.parametrize("k", [1, 8, 16])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_gpu_matches_reference_real_size(k, weighted):
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_reference, hamming_topk_triton
 
     q, r, _, _ = _packed_case(32, 2008, 1030, device="cuda")
     w = torch.randint(0, 2**16, (q.shape[1] * 64,), dtype=torch.int32, device="cuda") if weighted else None
@@ -238,7 +238,7 @@ def test_gpu_matches_reference_real_size(k, weighted):
 
 @pytest.mark.gpu
 def test_gpu_large_n_multistage():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_reference, hamming_topk_triton
 
     q, r, _, _ = _packed_case(8, 70_001, 200, device="cuda")
     d, i = hamming_topk_triton(q, r, None, 16)
@@ -248,7 +248,7 @@ def test_gpu_large_n_multistage():
 
 @pytest.mark.gpu
 def test_gpu_torch_compile_traces_op():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_reference, hamming_topk_triton
 
     q, r, _, _ = _packed_case(16, 500, 300, device="cuda")
     fn = torch.compile(lambda a, b: hamming_topk_triton(a, b, None, 4), fullgraph=True)
@@ -279,7 +279,7 @@ def test_kernels_compile_for_gpu_with_hardware_popcount():
     popcount lowers to popc.b64."""
     if CHILD:
         pytest.skip("needs JIT (not interpreted) kernels")
-    import vcfbert_fast.kernels.hamming_topk as H
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
     sig = {n: "*i64" for n in ("q_ptr", "r_ptr", "planes_ptr", "keys_ptr")}
     sig.update({n: "i32" for n in ("Q", "N", "W", "NPLANES", "KEYS_PER_ROW")})

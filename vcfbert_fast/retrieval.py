@@ -430,7 +430,7 @@ class HammingRetriever(Retriever):
         return dist * unit, index
 
 
-_TRITON_MAX_K = 64  # vcfbert_fast.kernels.hamming_topk.MAX_K (not imported: it needs triton)
+_TRITON_MAX_K = 64  # vcfbert_fast.ops.triton.hamming_topk.MAX_K (not imported: it needs triton)
 
 
 class _FaissWindow:

@@ -19,7 +19,7 @@ Contract (every path, C++ / Triton / torch reference, gives bit-identical result
   references, ascending, **ties broken by the lowest reference index**. ``1 <= k <= N``.
 
 The integer kernels (``torch.ops.vcfbert_fast.hamming_topk`` on CPU,
-``vcfbert_fast.kernels.hamming_topk.hamming_topk_triton`` on CUDA) take int32 ``[W*64]`` weights
+``vcfbert_fast.ops.triton.hamming_topk.hamming_topk_triton`` on CUDA) take int32 ``[W*64]`` weights
 or None and return ``(dist int64 [Q, k], index int64 [Q, k])``.
 """
 
@@ -184,14 +184,14 @@ def _check_bits(query_bits: torch.Tensor, ref_bits: torch.Tensor, k: int) -> Non
 
 def _triton_kernel():
     try:
-        from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton
+        from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
     except Exception:  # noqa: BLE001 - no Triton / no kernel: the reference serves
         return None
     return hamming_topk_triton
 
 
 def _triton_max_k() -> int:
-    import vcfbert_fast.kernels.hamming_topk as mod
+    import vcfbert_fast.ops.triton.hamming_topk as mod
 
     return int(getattr(mod, "MAX_K", 1 << 62))
 

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vcfbert_fast.kernels import interpret_mode
+from vcfbert_fast.ops.triton import interpret_mode
 
 INT64_MAX = 2**63 - 1
 MAX_K = 64
