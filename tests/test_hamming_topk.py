@@ -1,4 +1,6 @@
-"""hamming_topk: C++ op vs torch reference vs brute-force numpy on unpacked alleles, ties included."""
+"""hamming_topk: C++ op vs torch reference vs brute-force numpy on unpacked alleles, ties included.
+
+Inputs come from the ``rng`` fixture (the root conftest's printed per-test seed)."""
 
 from __future__ import annotations
 
@@ -28,25 +30,25 @@ def brute_force(q_alleles: np.ndarray, r_alleles: np.ndarray, w: np.ndarray | No
     return np.take_along_axis(d, idx, 1), idx
 
 
-def _panel(n_q, n_ref, n_sites, dup=True):
-    r = np.random.randint(0, 2, (n_ref, n_sites)).astype(np.uint8)
+def _panel(rng, n_q, n_ref, n_sites, dup=True):
+    r = rng.integers(0, 2, (n_ref, n_sites)).astype(np.uint8)
     if dup and n_ref > 6:
         r[5] = r[1]  # exact duplicates force ties at every distance
         r[n_ref - 1] = r[1]
-    q = np.random.randint(0, 2, (n_q, n_sites)).astype(np.uint8)
+    q = rng.integers(0, 2, (n_q, n_sites)).astype(np.uint8)
     q[0] = r[1]  # distance-0 ties: 1, 5, N-1 in that order
     return q, r
 
 
-def _int_weights(n_sites):
-    w = np.random.randint(0, 2**15 + 1, n_sites).astype(np.int32)
+def _int_weights(rng, n_sites):
+    w = rng.integers(0, 2**15 + 1, n_sites).astype(np.int32)
     w[: n_sites // 4] = 0  # an all-zero-weight region: mismatches there cost nothing
     return w
 
 
-def test_pack_unpack_roundtrip_and_layout():
-    n_sites = int(np.random.randint(1, 300))
-    a = np.random.randint(0, 2, (3, n_sites)).astype(np.uint8)
+def test_pack_unpack_roundtrip_and_layout(rng):
+    n_sites = int(rng.integers(1, 300))
+    a = rng.integers(0, 2, (3, n_sites)).astype(np.uint8)
     bits = pack_bits(a)
     assert bits.dtype == torch.int64 and bits.shape == (3, (n_sites + 63) // 64)
     assert torch.equal(unpack_bits(bits, n_sites), torch.from_numpy(a))
@@ -62,10 +64,10 @@ def test_pack_unpack_roundtrip_and_layout():
 
 @pytest.mark.parametrize("k", [1, 8])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_reference_matches_brute_force(k, weighted):
-    n_sites = int(np.random.randint(65, 200))  # not a multiple of 64
-    q, r = _panel(6, int(np.random.randint(20, 90)), n_sites)
-    w = _int_weights(n_sites) if weighted else None
+def test_reference_matches_brute_force(k, weighted, rng):
+    n_sites = int(rng.integers(65, 200))  # not a multiple of 64
+    q, r = _panel(rng, 6, int(rng.integers(20, 90)), n_sites)
+    w = _int_weights(rng, n_sites) if weighted else None
     d_exp, i_exp = brute_force(q, r, w, k)
     d, i = hamming_topk_reference(pack_bits(q), pack_bits(r), None if w is None else torch.from_numpy(w), k)
     assert np.array_equal(i.numpy(), i_exp)
@@ -76,14 +78,14 @@ def test_reference_matches_brute_force(k, weighted):
 @needs_ext
 @pytest.mark.parametrize("k", [1, 8, 100])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_cpp_matches_reference_and_brute_force(k, weighted):
-    n_sites = int(np.random.randint(70, 1100))
-    n_ref = int(np.random.randint(130, 2100))  # not a multiple of 64; > 1024 splits refs over threads
-    q, r = _panel(int(np.random.randint(1, 12)), n_ref, n_sites)
+def test_cpp_matches_reference_and_brute_force(k, weighted, rng):
+    n_sites = int(rng.integers(70, 1100))
+    n_ref = int(rng.integers(130, 2100))  # not a multiple of 64; > 1024 splits refs over threads
+    q, r = _panel(rng, int(rng.integers(1, 12)), n_ref, n_sites)
     qb, rb = pack_bits(q), pack_bits(r)
     w_int = None
     if weighted:
-        w_int, _ = quantize_weights(torch.from_numpy(_int_weights(n_sites)), qb.shape[1])
+        w_int, _ = quantize_weights(torch.from_numpy(_int_weights(rng, n_sites)), qb.shape[1])
     d, i = torch.ops.vcfbert_fast.hamming_topk(qb, rb, w_int, k)
     d_ref, i_ref = hamming_topk_reference_int(qb, rb, w_int, k)
     assert d.dtype == torch.int64 and i.dtype == torch.int64 and d.shape == (q.shape[0], k)
@@ -96,10 +98,10 @@ def test_cpp_matches_reference_and_brute_force(k, weighted):
 
 
 @needs_ext
-def test_cpp_all_ties_lowest_index():
+def test_cpp_all_ties_lowest_index(rng):
     # Every reference identical: any k must return 0..k-1 in order (also across thread chunks).
-    r = np.tile(np.random.randint(0, 2, (1, 150)).astype(np.uint8), (3000, 1))
-    q = np.random.randint(0, 2, (1, 150)).astype(np.uint8)
+    r = np.tile(rng.integers(0, 2, (1, 150)).astype(np.uint8), (3000, 1))
+    q = rng.integers(0, 2, (1, 150)).astype(np.uint8)
     for k in (1, 7, 64, 65, 3000):
         d, i = torch.ops.vcfbert_fast.hamming_topk(pack_bits(q), pack_bits(r), None, k)
         assert i[0].tolist() == list(range(k))
@@ -107,9 +109,9 @@ def test_cpp_all_ties_lowest_index():
 
 
 @needs_ext
-def test_public_api_float_weights_identical_across_paths():
+def test_public_api_float_weights_identical_across_paths(rng):
     n_sites = 300
-    q, r = _panel(5, 257, n_sites)
+    q, r = _panel(rng, 5, 257, n_sites)
     w = torch.rand(n_sites) * 3.7
     w[10:40] = 0
     qb, rb = pack_bits(q), pack_bits(r)
@@ -124,13 +126,13 @@ def test_public_api_float_weights_identical_across_paths():
 
 
 @needs_ext
-def test_prequantised_int32_weights_passed_as_given_and_float_quantised_once():
+def test_prequantised_int32_weights_passed_as_given_and_float_quantised_once(rng):
     """int32 [W*64] weights reach the kernel as the same tensor (no copy: the Triton plane cache
     can hit); float weights are quantised once per tensor version; results identical."""
     from vcfbert_fast.ops.hamming import quantize_weights
 
-    n_sites = int(np.random.randint(65, 300))
-    q, r = _panel(4, int(np.random.randint(20, 200)), n_sites)
+    n_sites = int(rng.integers(65, 300))
+    q, r = _panel(rng, 4, int(rng.integers(20, 200)), n_sites)
     qb, rb = pack_bits(q), pack_bits(r)
     w = torch.rand(n_sites) * 5.0
     w_int, scale = quantize_weights(w, qb.shape[1])
@@ -141,7 +143,7 @@ def test_prequantised_int32_weights_passed_as_given_and_float_quantised_once():
     expect = np.zeros(qb.shape[1] * 64, dtype=np.int64)
     expect[:n_sites] = np.rint(w.double().numpy() / float(w.max()) * 2**15)
     assert np.array_equal(w_int.numpy(), expect)
-    k = int(np.random.randint(1, 8))
+    k = int(rng.integers(1, 8))
     d_f, i_f = hamming_topk(qb, rb, w, k=k)
     d_i, i_i = hamming_topk(qb, rb, w_int, k=k)
     assert torch.equal(i_f, i_i)
@@ -154,9 +156,9 @@ def test_prequantised_int32_weights_passed_as_given_and_float_quantised_once():
 
 
 @needs_ext
-def test_errors():
-    qb = pack_bits(np.random.randint(0, 2, (2, 100)).astype(np.uint8))
-    rb = pack_bits(np.random.randint(0, 2, (5, 100)).astype(np.uint8))
+def test_errors(rng):
+    qb = pack_bits(rng.integers(0, 2, (2, 100)).astype(np.uint8))
+    rb = pack_bits(rng.integers(0, 2, (5, 100)).astype(np.uint8))
     with pytest.raises(RuntimeError, match=r"k = 6 must lie in \[1, N\] with N = 5"):
         torch.ops.vcfbert_fast.hamming_topk(qb, rb, None, 6)
     with pytest.raises(ValueError, match="k = 6"):
@@ -174,9 +176,9 @@ def test_errors():
 
 
 @needs_ext
-def test_opcheck():
-    qb = pack_bits(np.random.randint(0, 2, (3, 90)).astype(np.uint8))
-    rb = pack_bits(np.random.randint(0, 2, (40, 90)).astype(np.uint8))
+def test_opcheck(rng):
+    qb = pack_bits(rng.integers(0, 2, (3, 90)).astype(np.uint8))
+    rb = pack_bits(rng.integers(0, 2, (40, 90)).astype(np.uint8))
     w, _ = quantize_weights(torch.rand(90), qb.shape[1])
     utils = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.vcfbert_fast.hamming_topk.default, (qb, rb, w, 4), test_utils=utils)
