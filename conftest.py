@@ -1,4 +1,10 @@
-"""pytest configuration shared by tests/ and benchmarks/: markers, the ``gpu`` skip, per-test seeds.
+"""pytest configuration shared by tests/ and benchmarks/: the ``gpu`` skip, the Triton count,
+per-test seeds (the markers are declared in pyproject.toml).
+
+``triton`` tests run a Triton kernel on CPU in the interpreter (tests/interpret_child.py runs them
+in a ``TRITON_INTERPRET=1`` child). The summary says how many of those collected passed;
+``--require-triton`` (CI) fails the run unless all of them did and there was at least one, so a
+missing triton or a skipped interpreter suite cannot pass unnoticed.
 
 Every test starts from a seed that is printed, so a random failure can be replayed. The run has
 one session seed (random, or ``VCFBERT_TEST_SEED``; it heads the pytest output and is exported to
@@ -27,9 +33,16 @@ SEED_ENV = "VCFBERT_TEST_SEED"
 _SESSION_SEED = pytest.StashKey[int]()
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--require-triton",
+        action="store_true",
+        help="fail unless every collected `triton` test passed (and there was one): CI's guard",
+    )
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds on 2 CPU cores")
+    config.pluginmanager.register(_TritonCount(config.getoption("require_triton")), "vcfbert-triton-count")
     if SEED_ENV not in os.environ:
         os.environ[SEED_ENV] = str(secrets.randbits(32))  # exported: subprocess suites reuse it
     config.stash[_SESSION_SEED] = int(os.environ[SEED_ENV])
@@ -46,6 +59,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+class _TritonCount:
+    """Counts the ``triton`` tests that passed against those collected (the derived expectation)."""
+
+    def __init__(self, required: bool):
+        self.required = required
+        self.passed: set[str] = set()
+        self.line = ""
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" and report.passed:
+            self.passed.add(report.nodeid)
+
+    def pytest_sessionfinish(self, session):
+        collected = {item.nodeid for item in session.items if item.get_closest_marker("triton")}
+        ran = len(collected & self.passed)
+        if collected or self.required:
+            self.line = f"Triton interpreter tests: {ran} of {len(collected)} collected passed"
+        if self.required and (not collected or ran < len(collected)):
+            self.line += " -- --require-triton needs all of them (and at least one)"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.line:
+            terminalreporter.write_line(self.line)
 
 
 def derive_seed(session_seed: int, nodeid: str) -> int:

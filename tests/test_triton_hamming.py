@@ -1,20 +1,17 @@
 """Triton weighted-Hamming top-K vs independent references.
 
 Triton decides interpret mode when a kernel is decorated (module import), so the CPU kernel
-checks (``test_interp_*``) run in a fresh child pytest process with ``TRITON_INTERPRET=1``;
-the parent test ``test_interpret_suite`` launches it. Inputs are fresh random each run.
+checks (the ``triton``-marked ``test_interp_*``) run in one ``TRITON_INTERPRET=1`` child pytest
+process (tests/interpret_child.py) and report its outcome. Inputs come from torch's global RNG,
+seeded per test by the root conftest (printed; VCFBERT_TEST_SEED replays it).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from interpret_child import CHILD, run_interpret_suite
 
-pytest.importorskip("triton")
-
-interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 child (test_interpret_suite)")
-N_INTERP_TESTS = 10  # the child must run (and pass) this many test_interp_* cases
+from vcfbert_fast.ops.triton import interpret_mode
 
 
 def _packed_case(n_q: int, n_ref: int, n_sites: int, dup: bool = True, device="cpu"):
@@ -45,13 +42,6 @@ def _bruteforce(qbits, rbits, weights, k):
 
 
 # ----------------------------------------------------------------------------- parent (plain CPU)
-
-
-def test_interpret_suite():
-    """Run the test_interp_* cases under TRITON_INTERPRET=1 in a fresh process."""
-    if CHILD:
-        pytest.skip("already the interpreter child")
-    run_interpret_suite(__file__, N_INTERP_TESTS)
 
 
 def test_reference_matches_bruteforce():
@@ -115,7 +105,7 @@ def test_bad_inputs_raise():
 # ----------------------------------------------------------------------------- interpreter child
 
 
-@interp
+@pytest.mark.triton
 @pytest.mark.parametrize(
     "n_q,n_ref,n_sites,k,weighted",
     [
@@ -139,7 +129,7 @@ def test_interp_matches_references(n_q, n_ref, n_sites, k, weighted):
         assert torch.equal(d, ed) and torch.equal(i, ei)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_all_ties_lowest_index():
     """Every reference identical: the answer is indices 0..k-1 (across tile borders too)."""
     from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
@@ -152,7 +142,7 @@ def test_interp_all_ties_lowest_index():
     assert torch.equal(d, expect_d)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_multistage_merge(monkeypatch):
     """Force the candidate merge through several select stages (large-N path) at tiny sizes."""
     import vcfbert_fast.ops.triton.hamming_topk as H
@@ -166,7 +156,7 @@ def test_interp_multistage_merge(monkeypatch):
         assert torch.equal(d, rd) and torch.equal(i, ri)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_full_width_weights():
     """31 weight planes and sums near 2^40 stay exact in the int64 keys."""
     from vcfbert_fast.ops.triton.hamming_topk import _launch
@@ -178,7 +168,7 @@ def test_interp_full_width_weights():
     assert torch.equal(d, ed) and torch.equal(i, ei)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_op_and_fake():
     """Through torch.ops (interpreted Triton impl) plus the fake-tensor check."""
     from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_reference, hamming_topk_triton
@@ -192,7 +182,7 @@ def test_interp_op_and_fake():
     )
 
 
-@interp
+@pytest.mark.triton
 def test_interp_planes_kernel_and_cache():
     import vcfbert_fast.ops.triton.hamming_topk as H
 
@@ -211,7 +201,7 @@ def test_interp_planes_kernel_and_cache():
     assert H._cached_planes(w, 2) is again
 
 
-@interp
+@pytest.mark.triton
 def test_interp_empty_query_batch():
     from vcfbert_fast.ops.triton.hamming_topk import _launch
 
@@ -277,7 +267,8 @@ def _compile_for_sm90(fn, signature, constexprs) -> str:
 def test_kernels_compile_for_gpu_with_hardware_popcount():
     """The GPU code path (which the interpreter does not exercise) compiles, and the SWAR
     popcount lowers to popc.b64."""
-    if CHILD:
+    pytest.importorskip("triton")
+    if interpret_mode():
         pytest.skip("needs JIT (not interpreted) kernels")
     import vcfbert_fast.ops.triton.hamming_topk as H
 

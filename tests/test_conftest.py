@@ -1,4 +1,5 @@
-"""The root conftest's per-test seed: every RNG is seeded from it, it is printed, and it replays."""
+"""The root conftest: the per-test seed (every RNG is seeded from it, it is printed, it replays) and
+the ``--require-triton`` count."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = "VCFBERT_SEED_PROBE"  # set by test_replay_in_a_fresh_process for its child runs
-PROBE_ID = "tests/test_seeding.py::test_probe"
+PROBE_ID = "tests/test_conftest.py::test_probe"
 
 
 def _draws() -> dict:
@@ -81,3 +84,43 @@ def test_replay_in_a_fresh_process(tmp_path, rng, request):
 def _root_conftest(config):
     path = str(REPO / "conftest.py")
     return next(p for p in config.pluginmanager.get_plugins() if getattr(p, "__file__", None) == path)
+
+
+def _item(nodeid: str, triton: bool):
+    marker = object() if triton else None
+    return SimpleNamespace(nodeid=nodeid, get_closest_marker=lambda n: marker if n == "triton" else None)
+
+
+@pytest.mark.parametrize(
+    "marked,passed,required,fails",
+    [
+        (["a", "b"], ["a", "b", "c"], True, False),  # every collected triton test passed
+        (["a", "b"], ["a", "c"], True, True),  # one skipped or failed: the count is short
+        ([], ["c"], True, True),  # none collected (e.g. every Triton module skipped at import)
+        (["a", "b"], ["a"], False, False),  # without --require-triton the count is only reported
+    ],
+)
+def test_triton_count(request, marked, passed, required, fails):
+    gate = type(request.config.pluginmanager.get_plugin("vcfbert-triton-count"))(required)
+    items = [_item(n, n in marked) for n in ("a", "b", "c")]
+    for n in passed:
+        gate.pytest_runtest_logreport(SimpleNamespace(when="setup", passed=True, nodeid=n))
+        gate.pytest_runtest_logreport(SimpleNamespace(when="call", passed=True, nodeid=n))
+    session = SimpleNamespace(items=items, exitstatus=pytest.ExitCode.OK)
+    gate.pytest_sessionfinish(session)
+    assert (session.exitstatus == pytest.ExitCode.TESTS_FAILED) == fails
+    ran = len(set(marked) & set(passed))
+    assert gate.line.startswith(f"Triton interpreter tests: {ran} of {len(marked)} collected passed")
+
+
+def test_require_triton_fails_a_run_without_triton_tests():
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", f"{PROBE_ID}", "-q", "-p", "no:cacheprovider", "--require-triton"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert res.returncode == pytest.ExitCode.TESTS_FAILED, res.stdout[-3000:]
+    assert "1 passed" in res.stdout and "Triton interpreter tests: 0 of 0 collected passed" in res.stdout
