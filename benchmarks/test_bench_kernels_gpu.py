@@ -122,7 +122,8 @@ def hamming_case():
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "weighted"])
 def test_bench_hamming_topk(benchmark, hamming_case, weighted):
-    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.hamming import hamming_topk_reference_int as hamming_topk_reference
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, w = hamming_case
     w = w if weighted else None

@@ -14,7 +14,6 @@ tests/conftest.py imports the hooks below; nothing else uses this module.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from vcfbert_fast.ops.triton import interpret_mode
+from vcfbert_fast.ops.triton import interpret_mode, triton_available
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_ENV = "VCFBERT_INTERPRET_RESULTS"  # child side: where to write {node id: [outcome, text]}
@@ -57,7 +56,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     """Parent side: a marked test takes the outcome its node id had in the interpreted child."""
     if pyfuncitem.get_closest_marker("triton") is None or interpret_mode():
         return None
-    if importlib.util.find_spec("triton") is None:
+    if not triton_available():
         pytest.skip("triton is not installed (pip install -e '.[test]')")
     stash = pyfuncitem.session.stash
     if _RESULTS not in stash:

@@ -18,6 +18,7 @@ import torch
 from vcfbert_fast.errors import InputError
 from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
 from vcfbert_fast.ops import pack_bits, unpack_bits
+from vcfbert_fast.ops.hamming import WEIGHT_BITS
 from vcfbert_fast.panel import Panel
 from vcfbert_fast.retrieval import FaissRetriever, HammingRetriever, make_retriever
 from vcfbert_fast.vocab import MASK, UNK
@@ -362,7 +363,7 @@ def test_weights_quantised_once_and_reused_per_mask(monkeypatch, rng):
     assert len(seen) == 2 and seen[0] is seen[1] and seen[0].dtype == torch.int32
     fine = ret.site_weights(w).numpy() * ~mask
     expect = np.zeros(seen[0].shape[0], dtype=np.int64)
-    expect[: fine.size] = np.rint(fine / fine.max() * 2**15)
+    expect[: fine.size] = np.rint(fine / fine.max() * 2**WEIGHT_BITS)
     assert np.array_equal(seen[0].numpy(), expect)
     tok, own, _ = queries_from_panel(rng, panel, layout, w, 3, ~mask)  # another mask: other weights
     ret.search(w, tok, exclude=own)

@@ -14,6 +14,10 @@ from __future__ import annotations
 import importlib.util
 import os
 
+# The Triton hamming_topk kernel unrolls its per-tile top-k, so it takes k <= this; the op serves
+# larger k with the torch reference. Here, not in hamming_topk.py, so it reads without triton.
+HAMMING_MAX_K = 64
+
 
 def triton_available() -> bool:
     """True when the ``triton`` package can be imported (no import is done here)."""
