@@ -1,5 +1,5 @@
 """pytest configuration shared by tests/ and benchmarks/: the ``gpu`` skip, the Triton count,
-per-test seeds (the markers are declared in pyproject.toml).
+per-test seeds, the ``one_thread`` fixture (the markers are declared in pyproject.toml).
 
 ``triton`` tests run a Triton kernel on CPU in the interpreter (tests/interpret_child.py runs them
 in a ``TRITON_INTERPRET=1`` child). The summary says how many of those collected passed;
@@ -110,3 +110,13 @@ def seed(request) -> int:
 def rng(seed: int) -> np.random.Generator:
     """A numpy Generator from this test's seed."""
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def one_thread():
+    """Ratios on one thread: a loaded 2-core box makes torch's thread pool swing 10x between runs,
+    so speed ratios measure contention instead of work."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
