@@ -13,7 +13,8 @@ import torch
 from vcfbert_fast import _ext
 
 HAMMING_SCHEMA = (
-    "vcfbert_fast::hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)"
+    "vcfbert_fast::hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) "
+    "-> (Tensor, Tensor)"
 )
 
 

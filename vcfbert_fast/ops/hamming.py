@@ -42,6 +42,7 @@ from .triton import HAMMING_MAX_K
 WEIGHT_BITS = 15  # quantised weights are <= 2**15, so W*64 sites * 2**15 stays far inside int64
 _OP = "vcfbert_fast::hamming_topk"
 _SCHEMA = "(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)"
+Weights = torch.Tensor | np.ndarray | None  # per-site weights as callers pass them (module doc)
 
 
 def pack_bits(alleles: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -103,7 +104,7 @@ WEIGHT_CACHE = TensorCache(16)
 
 
 def quantize_weights(
-    weights: torch.Tensor | np.ndarray | None, n_words: int, *, cache: bool = True
+    weights: Weights, n_words: int, *, cache: bool = True
 ) -> tuple[torch.Tensor | None, float]:
     """Weights ``[L]`` -> (int32 ``[n_words*64]`` or None, scale) as described in the module doc.
 
@@ -304,9 +305,6 @@ def _search(query_bits, ref_bits, weights, k, kernel) -> tuple[torch.Tensor, tor
         w_int = w_int.to(query_bits.device)
     dist, index = kernel(query_bits, ref_bits, w_int, k)
     return _scale(dist, scale), index
-
-
-Weights = torch.Tensor | np.ndarray | None
 
 
 def hamming_topk(
