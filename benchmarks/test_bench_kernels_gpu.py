@@ -122,16 +122,17 @@ def hamming_case():
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "weighted"])
 def test_bench_hamming_topk(benchmark, hamming_case, weighted):
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.hamming import hamming_topk_reference_int
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, w = hamming_case
     w = w if weighted else None
     d, i = hamming_topk_triton(q, r, w, K)
-    rd, ri = hamming_topk_reference(q, r, w, K)
+    rd, ri = hamming_topk_reference_int(q, r, w, K)
     assert torch.equal(d, rd) and torch.equal(i, ri)
 
     ms = per_call_ms(lambda: hamming_topk_triton(q, r, w, K))
-    ms_ref = per_call_ms(lambda: hamming_topk_reference(q, r, w, K), calls=10, repeats=3)
+    ms_ref = per_call_ms(lambda: hamming_topk_reference_int(q, r, w, K), calls=10, repeats=3)
     print(
         f"\n[{_device_name()}] hamming_topk {'weighted' if weighted else 'uniform'} "
         f"{Q}x{N}x{SITES} k={K}: {ms * 1e3:.1f} us per call (target <= {HAMMING_TARGET_MS * 1e3:.0f} us); "

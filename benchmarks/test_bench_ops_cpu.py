@@ -2,13 +2,13 @@
 
     python -m pytest benchmarks/test_bench_ops_cpu.py --benchmark-only
 
-The speed-up assertions time both paths in the same process with ``time.perf_counter`` medians
-(pytest-benchmark's own tables are printed too), so they compare like with like on any box.
+The speed-up assertions time both paths in the same process, on one thread, interleaved, and
+compare the fastest call of each (``time.perf_counter``; pytest-benchmark's own tables are printed
+too): on a shared 2-core box a median or a 2-thread pool measures the neighbours, not the work.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
@@ -21,14 +21,23 @@ from vcfbert_fast.ops.hamming import hamming_topk_reference_int
 pytestmark = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"extension not built: {_ext.EXT_ERROR}")
 
 
-def _median_s(fn, repeats: int = 7) -> float:
-    fn()  # warm-up
-    times = []
+# Least C++ speed-up over the torch reference on one thread (fastest interleaved calls). Measured
+# on the loaded 2-core CI box: uniform 17-46x, weighted 6.2-11.8x (byte-table lookups against a
+# float64 GEMM); a C++ kernel that lost its popcount or byte tables would fall below these.
+MIN_SPEEDUP = {"uniform": 10.0, "weighted": 4.0}
+
+
+def _fastest_s(*fns, repeats: int = 9) -> list[float]:
+    """Fastest call of each function, calls interleaved so a burst of load hits all of them."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for j, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[j] = min(best[j], time.perf_counter() - t0)
+    return best
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +67,7 @@ def test_bench_hamming_reference(benchmark, hamming_data, weighted):
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "weighted"])
-def test_hamming_cpp_at_least_5x_reference(benchmark, hamming_data, weighted):
+def test_hamming_cpp_speedup_over_reference(benchmark, hamming_data, weighted, one_thread):
     q, r, w, k = hamming_data
     w = w if weighted else None
     cpp = lambda: torch.ops.vcfbert_fast.hamming_topk(q, r, w, k)
@@ -66,15 +75,15 @@ def test_hamming_cpp_at_least_5x_reference(benchmark, hamming_data, weighted):
     d_c, i_c = benchmark(cpp)
     d_r, i_r = ref()
     assert torch.equal(i_c, i_r) and torch.equal(d_c, d_r)
-    t_cpp, t_ref = _median_s(cpp), _median_s(ref)
+    t_cpp, t_ref = _fastest_s(cpp, ref)
     speedup = t_ref / t_cpp
+    name = "weighted" if weighted else "uniform"
     print(
-        f"\nhamming_topk {'weighted' if weighted else 'uniform'} {tuple(q.shape)}x{tuple(r.shape)} k={k}: "
-        f"C++ {t_cpp * 1e3:.2f} ms, torch reference {t_ref * 1e3:.2f} ms, {speedup:.1f}x "
-        f"({torch.get_num_threads()} threads)"
+        f"\nhamming_topk {name} {tuple(q.shape)}x{tuple(r.shape)} k={k}: C++ {t_cpp * 1e3:.2f} ms, "
+        f"torch reference {t_ref * 1e3:.2f} ms, {speedup:.1f}x (fastest calls, 1 thread)"
     )
     benchmark.extra_info.update({"cpp_ms": t_cpp * 1e3, "reference_ms": t_ref * 1e3, "speedup": speedup})
-    assert speedup >= 5.0, f"C++ only {speedup:.1f}x faster than the torch reference"
+    assert speedup >= MIN_SPEEDUP[name], f"C++ only {speedup:.1f}x faster than the torch reference"
 
 
 @pytest.fixture(scope="module")

@@ -53,13 +53,6 @@ TARGET_REENCODE_FAISS_MS = 20.0  # issue 5 (the original took 6.4 s per window)
 TARGET_BATCH_MS = 1.0  # issue 6: retrieval + gather + embedding per batch
 
 
-def _rng() -> np.random.Generator:
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
-
-
 def synthetic_panel(rng: np.random.Generator, n_hap: int, n_sites: int, n_founders: int = 48) -> Panel:
     """Haplotypes as mosaics of founders (blocks of 32 sites) with 1% mutations, AFs mostly rare.
 
@@ -182,10 +175,12 @@ def timed_ms(benchmark, fn, device: torch.device, rounds: int) -> float:
 # ---------------------------------------------------------------------------- search per batch
 
 
-def _bench_search(benchmark, cfg: RetrievalConfig, device: torch.device, kind: str, reps: int) -> dict:
+def _bench_search(
+    benchmark, rng: np.random.Generator, cfg: RetrievalConfig, device: torch.device, kind: str, reps: int
+) -> dict:
     if kind == "faiss":
         _faiss_or_skip()
-    s = make_setup(cfg, device, _rng())
+    s = make_setup(cfg, device, rng)
     retriever = _retriever(s, kind)
     search = _search_fn(s, retriever)
     sync(device)
@@ -218,14 +213,14 @@ def _bench_search(benchmark, cfg: RetrievalConfig, device: torch.device, kind: s
 
 
 @pytest.mark.parametrize("kind", ["hamming", "faiss"])
-def test_search_cpu_small(benchmark, kind):
-    _bench_search(benchmark, CPU_SMALL, CPU, kind, reps=5)
+def test_search_cpu_small(benchmark, kind, rng):
+    _bench_search(benchmark, rng, CPU_SMALL, CPU, kind, reps=5)
 
 
-def test_hamming_faster_than_faiss_cpu_small(benchmark):
+def test_hamming_faster_than_faiss_cpu_small(benchmark, rng):
     """Same panel, same queries, same process, interleaved: the Hamming engine wins per batch (fastest calls)."""
     _faiss_or_skip()
-    s = make_setup(CPU_SMALL, CPU, _rng())
+    s = make_setup(CPU_SMALL, CPU, rng)
     ham, fai = _retriever(s, "hamming"), _retriever(s, "faiss")
     d_h, i_h = ham.search(0, s.tokens[0], exclude=s.exclude)
     d_f, i_f = fai.search(0, s.tokens[0], exclude=s.exclude)  # builds the FAISS index (not timed)
@@ -260,15 +255,17 @@ def test_hamming_faster_than_faiss_cpu_small(benchmark):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["hamming", "faiss"])
-def test_search_seed_gpu(benchmark, kind):
-    _bench_search(benchmark, SEED, torch.device("cuda"), kind, reps=20)
+def test_search_seed_gpu(benchmark, kind, rng):
+    _bench_search(benchmark, rng, SEED, torch.device("cuda"), kind, reps=20)
 
 
 # ---------------------------------------------------------------------------- refresh of a window
 
 
-def _bench_refresh_hamming(benchmark, cfg: RetrievalConfig, device: torch.device, reps: int) -> float:
-    s = make_setup(cfg, device, _rng())
+def _bench_refresh_hamming(
+    benchmark, rng: np.random.Generator, cfg: RetrievalConfig, device: torch.device, reps: int
+) -> float:
+    s = make_setup(cfg, device, rng)
     retriever = _retriever(s, "hamming")
     refresh = lambda: retriever.refresh_embeddings(s.layer, device=device)
     ms = timed_ms(benchmark, refresh, device, reps)
@@ -314,10 +311,12 @@ def _reencode_paths(s: Setup, chunk_rows: int = 256):
     return layer_path, table_path
 
 
-def _bench_reencode_faiss(benchmark, cfg: RetrievalConfig, device: torch.device, reps: int) -> dict:
+def _bench_reencode_faiss(
+    benchmark, rng: np.random.Generator, cfg: RetrievalConfig, device: torch.device, reps: int
+) -> dict:
     """``reencode_ms``: the path ``FaissRetriever`` takes today (the embedding layer in chunks);
     ``table_ms``: the per-site table + ``embed_flatten`` path, reported beside it."""
-    s = make_setup(cfg, device, _rng())
+    s = make_setup(cfg, device, rng)
     layer_path, table_path = _reencode_paths(s)
     expect = layer_path().clone()
     torch.testing.assert_close(table_path(), expect, rtol=1e-4, atol=1e-4)
@@ -338,12 +337,12 @@ def _bench_reencode_faiss(benchmark, cfg: RetrievalConfig, device: torch.device,
     return info
 
 
-def test_refresh_hamming_cpu_small(benchmark):
-    _bench_refresh_hamming(benchmark, CPU_SMALL, CPU, reps=5)
+def test_refresh_hamming_cpu_small(benchmark, rng):
+    _bench_refresh_hamming(benchmark, rng, CPU_SMALL, CPU, reps=5)
 
 
-def test_reencode_faiss_cpu_small(benchmark):
-    info = _bench_reencode_faiss(benchmark, CPU_SMALL, CPU, reps=2)
+def test_reencode_faiss_cpu_small(benchmark, rng):
+    info = _bench_reencode_faiss(benchmark, rng, CPU_SMALL, CPU, reps=2)
     print(
         f"\ncpu-small FAISS re-encode: engine path {info['reencode_ms']:.1f} ms, "
         f"table path {info['table_ms']:.1f} ms, index build {info['index_build_ms']} ms"
@@ -351,16 +350,16 @@ def test_reencode_faiss_cpu_small(benchmark):
 
 
 @pytest.mark.gpu
-def test_refresh_hamming_seed_gpu(benchmark):
-    ms = _bench_refresh_hamming(benchmark, SEED, torch.device("cuda"), reps=20)
+def test_refresh_hamming_seed_gpu(benchmark, rng):
+    ms = _bench_refresh_hamming(benchmark, rng, SEED, torch.device("cuda"), reps=20)
     benchmark.extra_info["target_refresh_ms"] = TARGET_REFRESH_HAMMING_MS
     print(f"\nseed Hamming refresh of one window: {ms:.3f} ms (target < {TARGET_REFRESH_HAMMING_MS} ms)")
     assert ms < TARGET_REFRESH_HAMMING_MS
 
 
 @pytest.mark.gpu
-def test_reencode_faiss_seed_gpu(benchmark):
-    info = _bench_reencode_faiss(benchmark, SEED, torch.device("cuda"), reps=10)
+def test_reencode_faiss_seed_gpu(benchmark, rng):
+    info = _bench_reencode_faiss(benchmark, rng, SEED, torch.device("cuda"), reps=10)
     benchmark.extra_info["target_reencode_ms"] = TARGET_REENCODE_FAISS_MS
     print(
         f"\nseed FAISS re-encode of {SEED.refs} references: {info['reencode_ms']:.2f} ms "
@@ -403,8 +402,10 @@ def _batch_fns(s: Setup):
     return {mode: make(ref) for mode, ref in stores.items()}, stores, retriever
 
 
-def _bench_batch(benchmark, cfg: RetrievalConfig, device: torch.device, reps: int) -> dict:
-    s = make_setup(cfg, device, _rng())
+def _bench_batch(
+    benchmark, rng: np.random.Generator, cfg: RetrievalConfig, device: torch.device, reps: int
+) -> dict:
+    s = make_setup(cfg, device, rng)
     fns, stores, retriever = _batch_fns(s)
     sync(device)
     t0 = time.perf_counter()
@@ -445,8 +446,8 @@ def _bench_batch(benchmark, cfg: RetrievalConfig, device: torch.device, reps: in
     return info
 
 
-def test_batch_retrieval_gather_embedding_cpu_small(benchmark):
-    info = _bench_batch(benchmark, CPU_SMALL, CPU, reps=3)
+def test_batch_retrieval_gather_embedding_cpu_small(benchmark, rng):
+    info = _bench_batch(benchmark, rng, CPU_SMALL, CPU, reps=3)
     print(
         f"\ncpu-small retrieval + reference embedding per batch: store {info['store_ms']:.2f} ms, "
         f"live {info['live_ms']:.2f} ms (search of both haplotypes {info['search_ms']:.2f} ms)"
@@ -454,8 +455,8 @@ def test_batch_retrieval_gather_embedding_cpu_small(benchmark):
 
 
 @pytest.mark.gpu
-def test_batch_retrieval_gather_embedding_seed_gpu(benchmark):
-    info = _bench_batch(benchmark, SEED, torch.device("cuda"), reps=20)
+def test_batch_retrieval_gather_embedding_seed_gpu(benchmark, rng):
+    info = _bench_batch(benchmark, rng, SEED, torch.device("cuda"), reps=20)
     benchmark.extra_info["target_total_ms"] = TARGET_BATCH_MS
     print(
         f"\nseed retrieval + gather + embedding per batch: store {info['store_ms']:.3f} ms "

@@ -25,15 +25,6 @@ from step_setup import (
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def one_thread():
-    """Ratios on one thread: a loaded 2-core box makes torch's thread pool swing 10x between runs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _split_ms(model, opt, batch, version, device, forward=None, reps=5) -> dict[str, float]:
     """Median ms of forward+loss, backward and optimizer, each timed alone (synchronised)."""
     fwd, bwd, opt_step = step_fns(model, opt, batch, version, device, forward)

@@ -11,7 +11,8 @@ TORCH_LIBRARY(vcfbert_fast, m) {
   // valid by construction. Neither reads out of bounds.
   m.def("gather_rows(Tensor src, Tensor index, bool check=True) -> Tensor");
   m.def("gather_rows_out(Tensor src, Tensor index, Tensor(a!) out, bool check=True) -> ()");
-  // Bit-packed (weighted) Hamming distance fused with a per-query top-k; CPU kernel only.
+  // Bit-packed (weighted) Hamming distance fused with a per-query top-k. CPU kernel here; the
+  // CUDA kernel (Triton) and the fake are registered from Python (vcfbert_fast/ops/hamming.py).
   // Returns exact int64 distances and int64 reference rows, ascending, ties -> lowest row.
   m.def("hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)");
 }

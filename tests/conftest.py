@@ -1,8 +1,12 @@
-"""Shared test fixtures: small simulated data sets (the ``gpu`` marker is in ../conftest.py)."""
+"""Shared test fixtures: small simulated data sets; the interpreter child of ``triton`` tests.
+
+Markers, the ``gpu`` skip and per-test seeds are in ../conftest.py.
+"""
 
 from __future__ import annotations
 
 import pytest
+from interpret_child import pytest_pyfunc_call, pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,11 @@ import torch
 
 from vcfbert_fast import _ext
 
+HAMMING_SCHEMA = (
+    "vcfbert_fast::hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) "
+    "-> (Tensor, Tensor)"
+)
+
 
 def test_extension_loaded():
     assert _ext.HAS_EXT, f"vcfbert_fast._C did not load: {_ext.EXT_ERROR}"
@@ -36,9 +41,7 @@ def test_schemas_exact():
         str(ops.gather_rows_out.default._schema)
         == "vcfbert_fast::gather_rows_out(Tensor src, Tensor index, Tensor(a!) out, bool check=True) -> ()"
     )
-    assert str(ops.hamming_topk.default._schema) == (
-        "vcfbert_fast::hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)"
-    )
+    assert str(ops.hamming_topk.default._schema) == HAMMING_SCHEMA
 
 
 def test_cuda_kernels_match_torch_build():
@@ -62,11 +65,12 @@ def test_kernel_source_shipped():
 
 
 def test_import_without_extension_falls_back(tmp_path):
-    # A library path that cannot load: the package must still import and the ops must still work.
+    # A library path that cannot load: the package must still import and the ops must still work;
+    # torch.ops.vcfbert_fast.hamming_topk still exists (schema from Python, the reference on CPU).
     code = (
         "import warnings, torch\n"
         "from vcfbert_fast import _ext\n"
-        "from vcfbert_fast.ops import gather_rows, gather_backend, hamming_backend\n"
+        "from vcfbert_fast.ops import gather_rows, gather_backend, hamming_backend, pack_bits\n"
         "assert not _ext.HAS_EXT and 'missing' in _ext.EXT_ERROR, _ext.EXT_ERROR\n"
         "assert gather_backend('cpu') == 'torch-reference' == hamming_backend('cpu')\n"
         "src = torch.randn(5, 3); idx = torch.tensor([4, 0])\n"
@@ -74,6 +78,11 @@ def test_import_without_extension_falls_back(tmp_path):
         "    warnings.simplefilter('always')\n"
         "    out = gather_rows(src, idx)\n"
         "assert torch.equal(out, src[idx]) and any('unavailable' in str(x.message) for x in w)\n"
+        f"assert str(torch.ops.vcfbert_fast.hamming_topk.default._schema) == {HAMMING_SCHEMA!r}\n"
+        "refs = torch.zeros(6, 70, dtype=torch.uint8); refs[2, :3] = 1; refs[4, 69] = 1\n"
+        "w = torch.zeros(128, dtype=torch.int32); w[:70] = 2\n"
+        "d, i = torch.ops.vcfbert_fast.hamming_topk(pack_bits(refs[2:3]), pack_bits(refs), w, 6)\n"
+        "assert i.tolist() == [[2, 0, 1, 3, 5, 4]] and d.tolist() == [[0, 6, 6, 6, 6, 8]], (d, i)\n"
     )
     env = {**os.environ, "VCFBERT_FAST_EXT_LIBRARY": str(tmp_path / "missing.so")}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)

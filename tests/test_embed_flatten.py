@@ -1,20 +1,19 @@
 """Fused embed_flatten (Triton + custom op + autograd) vs independent torch computations.
 
 The Triton kernel runs on CPU only in interpret mode, which Triton fixes at kernel decoration
-(import) time: ``test_interp_*`` run in a fresh child pytest process with ``TRITON_INTERPRET=1``
-launched by ``test_interpret_suite``. Inputs are fresh random each run.
+(import) time: the ``triton``-marked ``test_interp_*`` run in one ``TRITON_INTERPRET=1`` child
+pytest process (tests/interpret_child.py) and report its outcome. Inputs come from torch's global
+RNG, seeded per test by the root conftest (printed; VCFBERT_TEST_SEED replays it).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from interpret_child import CHILD, run_interpret_suite
 
 from vcfbert_fast.ops.embed_flatten import embed_flatten, embed_flatten_backend, embed_flatten_reference
+from vcfbert_fast.ops.triton import interpret_mode
 
-interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 child (test_interpret_suite)")
-N_INTERP_TESTS = 7
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 
@@ -70,19 +69,11 @@ def _grads_via_op(tokens, kw, out_dtype, grad_out):
     return out, {k: v.grad for k, v in leaves.items()}
 
 
-# ----------------------------------------------------------------------------- parent (plain CPU)
-
-
-def test_interpret_suite():
-    """Run the test_interp_* cases under TRITON_INTERPRET=1 in a fresh process."""
-    if CHILD:
-        pytest.skip("already the interpreter child")
-    pytest.importorskip("triton")
-    run_interpret_suite(__file__, N_INTERP_TESTS)
+# ----------------------------------------------------------------------------- torch paths (plain CPU)
 
 
 def test_backend_names():
-    assert embed_flatten_backend("cpu") == ("triton-interpret" if CHILD else "torch")
+    assert embed_flatten_backend("cpu") == ("triton-interpret" if interpret_mode() else "torch")
     if torch.cuda.is_available():
         assert embed_flatten_backend("cuda") == "triton"
 
@@ -166,11 +157,11 @@ def test_bad_inputs_raise():
 # ----------------------------------------------------------------------------- interpreter child
 
 
-@interp
+@pytest.mark.triton
 @pytest.mark.parametrize("table_dtype", DTYPES)
 def test_interp_forward_every_dtype(table_dtype):
     """Triton (interpreted) == reference bit for bit: every input/output dtype, odd L and D."""
-    from vcfbert_fast.kernels.embed_flatten import embed_flatten_add_triton, embed_flatten_table_triton
+    from vcfbert_fast.ops.triton.embed_flatten import embed_flatten_add_triton, embed_flatten_table_triton
 
     c = _case(table_dtype=table_dtype, site_dtype=DTYPES[torch.randint(0, 4, ()).item()])
     tok = c["tokens"]
@@ -184,7 +175,7 @@ def test_interp_forward_every_dtype(table_dtype):
             assert got.dtype == od and torch.equal(got, ref), (mode, table_dtype, od)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_grads_match_plain_autograd():
     """The op (Triton forward under the interpreter) backpropagates like plain torch indexing."""
     assert embed_flatten_backend("cpu") == "triton-interpret"
@@ -200,7 +191,7 @@ def test_interp_grads_match_plain_autograd():
                 torch.testing.assert_close(got[name].float(), expect[name].float(), rtol=1e-2, atol=1e-2)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_out_of_range_tokens_never_read_out_of_bounds():
     c = _case()
     bad = c["tokens"].clone()
@@ -215,7 +206,7 @@ def test_interp_out_of_range_tokens_never_read_out_of_bounds():
     assert torch.equal(out[good], ref[good])
 
 
-@interp
+@pytest.mark.triton
 def test_interp_opcheck_fake():
     c = _case(n_b=2, n_l=5, n_v=4, dim=8)
     torch.library.opcheck(
@@ -260,13 +251,13 @@ def test_gpu_every_dtype_and_compile():
 
 def test_kernel_compiles_for_gpu():
     """The GPU code path (bf16 output, float32 and float64 inputs) compiles for an H100 (sm_90)."""
-    if CHILD:
+    if interpret_mode():
         pytest.skip("needs JIT (not interpreted) kernels")
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from vcfbert_fast.kernels.embed_flatten import _embed_flatten_kernel
+    from vcfbert_fast.ops.triton.embed_flatten import _embed_flatten_kernel
 
     names = ("PER_SITE_TABLE", "SITE_BATCHED", "F64", "OUT16", "BF16_RNE", "BR", "BD")
     for per_site, f64 in ((False, False), (True, True)):

@@ -1,4 +1,7 @@
-"""gather_rows: the C++/CUDA op against index_select on fresh random inputs, out= slices, errors."""
+"""gather_rows: the C++/CUDA op against index_select on fresh random inputs, out= slices, errors.
+
+Inputs come from torch's global RNG, seeded per test by the root conftest (printed; replay with
+VCFBERT_TEST_SEED)."""
 
 from __future__ import annotations
 

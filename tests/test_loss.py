@@ -1,4 +1,7 @@
-"""Focal loss against a hand formula on fresh random logits; the 3/3/4 imputation loss on masked sites."""
+"""Focal loss against a hand formula on fresh random logits; the 3/3/4 imputation loss on masked sites.
+
+The logits come from torch's global RNG, seeded per test by the root conftest (printed; replay
+with VCFBERT_TEST_SEED)."""
 
 from __future__ import annotations
 

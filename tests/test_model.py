@@ -1,5 +1,8 @@
 """Model tests: drop-in shapes, per-site embedding (exact retrieval), key padding mask, RAG paths,
-gradients, heads, parameter counts. Small configs, eval mode where outputs are compared."""
+gradients, heads, parameter counts. Small configs, eval mode where outputs are compared.
+
+Random inputs and weight inits come from torch's global RNG, seeded per test by the root conftest
+(the seed is printed; VCFBERT_TEST_SEED replays it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Retrieval engines against independently computed nearest neighbours (fresh random inputs each run).
+"""Retrieval engines against independently computed nearest neighbours (fresh random inputs each run,
+from the root conftest's printed per-test seed: ``rng`` and torch's global RNG for the embedding).
 
 Expected distances are computed here by materialising the real ``HaplotypeEmbedding`` outputs of
 the query and of every (identically masked) reference and taking ``||q - r||^2`` in float64:
@@ -18,18 +19,12 @@ from vcfbert_fast.errors import InputError
 from vcfbert_fast.io import Panel
 from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
 from vcfbert_fast.ops import pack_bits, unpack_bits
+from vcfbert_fast.ops.hamming import WEIGHT_BITS
 from vcfbert_fast.retrieval import FaissRetriever, HammingRetriever, make_retriever
 from vcfbert_fast.vocab import MASK, UNK
 from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions
 
 RTOL = 1e-4  # the kernel quantises weights; re-ranking is float64 but the two engines round differently
-
-
-def _rng():
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print("seed", seed)  # shown on failure
-    torch.manual_seed(seed)  # the embedding's random init too: a failure replays from the seed
-    return np.random.default_rng(seed)
 
 
 def make_panel(rng, n_hap: int, n_sites: int, n_dup: int = 0) -> Panel:
@@ -135,9 +130,8 @@ def queries_from_panel(rng, panel, layout, w, n_q, mask, unk_frac=0.0):
 
 
 @pytest.mark.parametrize("k", [1, 8])
-def test_engines_agree_with_real_embedding(k):
+def test_engines_agree_with_real_embedding(k, rng):
     """The issue's acceptance test: Hamming and FAISS engines return the same neighbours, tie-aware."""
-    rng = _rng()
     for _ in range(2):
         panel, freqs, layout = setup(rng, n_dup=int(rng.integers(0, 6)))
         refs = np.sort(rng.choice(panel.n_haplotypes, size=int(panel.n_haplotypes * 0.8), replace=False))
@@ -195,9 +189,8 @@ def expected_order(dist_matrix, refs, k, excluded=None):
 
 
 @pytest.mark.parametrize("refreshed", [False, True])
-def test_hamming_vs_numpy_brute_force_exact_tiebreak(refreshed):
+def test_hamming_vs_numpy_brute_force_exact_tiebreak(refreshed, rng):
     """Exact index equality (ties to the lowest row) against a numpy weighted Hamming with duplicated rows."""
-    rng = _rng()
     panel, freqs, layout = setup(rng, n_dup=int(rng.integers(10, 30)))
     refs = np.sort(rng.choice(panel.n_haplotypes, size=panel.n_haplotypes - 7, replace=False))
     k = int(rng.integers(1, 12))
@@ -225,8 +218,7 @@ def test_hamming_vs_numpy_brute_force_exact_tiebreak(refreshed):
         assert not set(own[b].tolist()) & set(i[b].tolist())
 
 
-def test_all_identical_references_ties_to_lowest_rows():
-    rng = _rng()
+def test_all_identical_references_ties_to_lowest_rows(rng):
     panel, freqs, layout = setup(rng)
     panel.haplotypes[:] = panel.haplotypes[0]
     ret = HammingRetriever(panel, freqs, layout, k=5, slack=0)
@@ -239,9 +231,8 @@ def test_all_identical_references_ties_to_lowest_rows():
         assert i[b].tolist() == exp
 
 
-def test_hamming_unk_general_path_and_per_query_masks():
+def test_hamming_unk_general_path_and_per_query_masks(rng):
     """UNK calls and per-query masks: exact against materialised embeddings (UNK included)."""
-    rng = _rng()
     panel, freqs, layout = setup(rng, n_hap=int(rng.integers(20, 50)) * 2, n_dup=3)
     emb = embedding()
     ret = HammingRetriever(panel, freqs, layout, k=4)
@@ -267,8 +258,7 @@ def test_hamming_unk_general_path_and_per_query_masks():
     check_topk(exact, d, i, refs, 4, rtol=1e-6)
 
 
-def test_faiss_requires_shared_mask_and_embedding():
-    rng = _rng()
+def test_faiss_requires_shared_mask_and_embedding(rng):
     panel, freqs, layout = setup(rng)
     ret = FaissRetriever(panel, freqs, layout, k=2)
     mask = rng.random(layout.sizes[0]) < 0.5
@@ -281,8 +271,7 @@ def test_faiss_requires_shared_mask_and_embedding():
         ret.search(0, tok)
 
 
-def test_faiss_budget_lru_and_too_large_window():
-    rng = _rng()
+def test_faiss_budget_lru_and_too_large_window(rng):
     panel, freqs, layout = setup(rng, n_hap=42)
     while len(layout) < 3:
         panel, freqs, layout = setup(rng, n_hap=42)
@@ -324,8 +313,7 @@ def test_faiss_budget_lru_and_too_large_window():
     assert f"{sizes[0]:,}" in str(err.value) and "hamming" in str(err.value)
 
 
-def test_refresh_follows_the_embedding():
-    rng = _rng()
+def test_refresh_follows_the_embedding(rng):
     panel, freqs, layout = setup(rng)
     emb = embedding()
     ret = HammingRetriever(panel, freqs, layout, k=3)
@@ -348,12 +336,11 @@ def test_refresh_follows_the_embedding():
     check_topk(exact_distances(emb, panel, freqs, layout, w, tok, refs), d, i, refs, 3, own.numpy())
 
 
-def test_weights_quantised_once_and_reused_per_mask(monkeypatch):
+def test_weights_quantised_once_and_reused_per_mask(monkeypatch, rng):
     """Weights are quantised once per (window, mask): searches with one mask hand the kernel the SAME
     int32 tensor (so the Triton plane cache hits), equal to an independent masked quantisation."""
     import vcfbert_fast.retrieval as R
 
-    rng = _rng()
     panel, freqs, layout = setup(rng)
     emb = embedding()
     ret = HammingRetriever(panel, freqs, layout, k=2)
@@ -376,15 +363,14 @@ def test_weights_quantised_once_and_reused_per_mask(monkeypatch):
     assert len(seen) == 2 and seen[0] is seen[1] and seen[0].dtype == torch.int32
     fine = ret.site_weights(w).numpy() * ~mask
     expect = np.zeros(seen[0].shape[0], dtype=np.int64)
-    expect[: fine.size] = np.rint(fine / fine.max() * 2**15)
+    expect[: fine.size] = np.rint(fine / fine.max() * 2**WEIGHT_BITS)
     assert np.array_equal(seen[0].numpy(), expect)
     tok, own, _ = queries_from_panel(rng, panel, layout, w, 3, ~mask)  # another mask: other weights
     ret.search(w, tok, exclude=own)
     assert seen[-1] is not seen[0]
 
 
-def test_errors_and_unpack_roundtrip():
-    rng = _rng()
+def test_errors_and_unpack_roundtrip(rng):
     panel, freqs, layout = setup(rng)
     ret = HammingRetriever(panel, freqs, layout, reference_rows=[0, 1, 2], k=1)
     tok, _, _ = queries_from_panel(rng, panel, layout, 0, 2, np.zeros(layout.sizes[0], dtype=bool))
@@ -400,9 +386,8 @@ def test_errors_and_unpack_roundtrip():
     assert torch.equal(unpack_bits(pack_bits(a), 131), a)
 
 
-def test_unk_general_path_exact_tiebreak_with_duplicates():
+def test_unk_general_path_exact_tiebreak_with_duplicates(rng):
     """The float64 GEMM path (UNK calls) breaks ties by lowest row exactly, duplicates included."""
-    rng = _rng()
     panel, freqs, layout = setup(rng, n_hap=int(rng.integers(20, 60)) * 2, n_dup=int(rng.integers(10, 30)))
     emb = embedding()
     k = int(rng.integers(1, 10))
@@ -430,9 +415,8 @@ def test_unk_general_path_exact_tiebreak_with_duplicates():
 
 
 @pytest.mark.gpu
-def test_hamming_on_cuda_matches_cpu():
+def test_hamming_on_cuda_matches_cpu(rng):
     """The Triton kernel path (bits on the GPU) returns what the CPU engine returns."""
-    rng = _rng()
     panel, freqs, layout = setup(rng, n_dup=8)
     emb = embedding()
     cpu = HammingRetriever(panel, freqs, layout, k=8)

@@ -13,13 +13,6 @@ from vcfbert_fast.store import ReferenceEmbeddings
 from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions
 
 
-def _rng():
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print("seed", seed)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
-
-
 def make_setup(rng, n_hap=None, max_sites=None):
     n_hap = n_hap or int(rng.integers(20, 60)) * 2 + 2
     max_sites = max_sites or int(rng.integers(20, 100))
@@ -72,8 +65,7 @@ def independent_live(panel, layout, w, rows, emb, pos, af):
 
 
 @pytest.mark.parametrize("per_site", [True, False])
-def test_store_equals_live_in_eval(per_site):
-    rng = _rng()
+def test_store_equals_live_in_eval(per_site, rng):
     panel, af, layout = make_setup(rng)
     emb = embedding().eval()
     refs = np.sort(rng.choice(panel.n_haplotypes, size=panel.n_haplotypes - 5, replace=False))
@@ -100,8 +92,7 @@ def test_store_equals_live_in_eval(per_site):
         close(got.float(), expected, rtol=2**-8, atol=1e-4)
 
 
-def test_gather_equals_index_select_and_buffer_reused():
-    rng = _rng()
+def test_gather_equals_index_select_and_buffer_reused(rng):
     panel, af, layout = make_setup(rng)
     emb = embedding()
     store = ReferenceEmbeddings(panel, layout, mode="store", device="cpu", max_rows=64)
@@ -125,8 +116,7 @@ def test_gather_equals_index_select_and_buffer_reused():
             assert ptrs[-1] == ptrs[-3], "output buffers must be reused in turn, not reallocated"
 
 
-def test_live_gradients_flow_store_frozen_until_refresh():
-    rng = _rng()
+def test_live_gradients_flow_store_frozen_until_refresh(rng):
     panel, af, layout = make_setup(rng)
     emb = embedding().eval()
     live = ReferenceEmbeddings(panel, layout, mode="live", device="cpu")
@@ -145,8 +135,7 @@ def test_live_gradients_flow_store_frozen_until_refresh():
     close(after.float(), independent_live(panel, layout, 0, rows, emb, pos, a), rtol=2**-8, atol=1e-4)
 
 
-def test_budget_lru_eviction_and_too_large_window():
-    rng = _rng()
+def test_budget_lru_eviction_and_too_large_window(rng):
     panel, af, layout = make_setup(rng, n_hap=30, max_sites=30)
     dims = 8
     emb = embedding(dims)
@@ -183,8 +172,7 @@ def test_budget_lru_eviction_and_too_large_window():
     assert f"{sizes[0]:,}" in str(err.value) and "live" in str(err.value)
 
 
-def test_bad_rows_and_lengths():
-    rng = _rng()
+def test_bad_rows_and_lengths(rng):
     panel, af, layout = make_setup(rng)
     emb = embedding()
     store = ReferenceEmbeddings(panel, layout, mode="store", device="cpu", reference_rows=[0, 1, 2, 3])
@@ -209,9 +197,8 @@ def test_bad_rows_and_lengths():
 
 
 @pytest.mark.parametrize("per_site", [True, False])
-def test_unchecked_rows_match_checked(per_site):
+def test_unchecked_rows_match_checked(per_site, rng):
     """check=False (device-side row map, allele bits, unchecked gather): same output as check=True."""
-    rng = _rng()
     panel, af, layout = make_setup(rng)
     emb = embedding().eval()
     refs = np.sort(rng.choice(panel.n_haplotypes, size=panel.n_haplotypes - 3, replace=False))
@@ -231,10 +218,9 @@ def test_unchecked_rows_match_checked(per_site):
             close(checked.float(), independent_live(panel, layout, w, rows, emb, pos[0], a[0]), 2**-8, 1e-4)
 
 
-def test_store_without_host_store_is_frozen_snapshot():
+def test_store_without_host_store_is_frozen_snapshot(rng):
     """host_store=False (the trainer's --reference store): live select with the frozen snapshot, bf16,
     no grad, no host bytes; frozen until refresh."""
-    rng = _rng()
     panel, af, layout = make_setup(rng)
     emb = embedding().eval()
     snap = ReferenceEmbeddings(panel, layout, mode="store", device="cpu", host_store=False)
@@ -259,8 +245,7 @@ def test_store_without_host_store_is_frozen_snapshot():
 
 
 @pytest.mark.gpu
-def test_pinned_store_gathers_to_cuda():
-    rng = _rng()
+def test_pinned_store_gathers_to_cuda(rng):
     panel, af, layout = make_setup(rng)
     emb = embedding().eval()
     store = ReferenceEmbeddings(panel, layout, mode="store", device="cuda")

@@ -1,20 +1,19 @@
-"""Triton weighted-Hamming top-K vs independent references.
+"""The Triton weighted-Hamming top-K kernel (the CUDA kernel of ``vcfbert_fast::hamming_topk``)
+vs a pure-Python brute force and the op's torch reference.
 
 Triton decides interpret mode when a kernel is decorated (module import), so the CPU kernel
-checks (``test_interp_*``) run in a fresh child pytest process with ``TRITON_INTERPRET=1``;
-the parent test ``test_interpret_suite`` launches it. Inputs are fresh random each run.
+checks (the ``triton``-marked ``test_interp_*``) run in one ``TRITON_INTERPRET=1`` child pytest
+process (tests/interpret_child.py) and report its outcome. Inputs come from torch's global RNG,
+seeded per test by the root conftest (printed; VCFBERT_TEST_SEED replays it).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from interpret_child import CHILD, run_interpret_suite
 
-pytest.importorskip("triton")
-
-interp = pytest.mark.skipif(not CHILD, reason="runs in the TRITON_INTERPRET=1 child (test_interpret_suite)")
-N_INTERP_TESTS = 10  # the child must run (and pass) this many test_interp_* cases
+from vcfbert_fast.ops.hamming import hamming_topk_reference_int
+from vcfbert_fast.ops.triton import HAMMING_MAX_K, interpret_mode
 
 
 def _packed_case(n_q: int, n_ref: int, n_sites: int, dup: bool = True, device="cpu"):
@@ -44,78 +43,44 @@ def _bruteforce(qbits, rbits, weights, k):
     return torch.tensor(out_d, dtype=torch.int64), torch.tensor(out_i, dtype=torch.int64)
 
 
+def _planes_expected(weights: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Python loops: planes[b, w] has bit l set when bit b of weight w*64 + l is (as int64 words)."""
+    w = [int(x) for x in weights.tolist()]
+    planes = [[0] * n_words for _ in range(31)]
+    for b in range(31):
+        for word in range(n_words):
+            v = sum(((w[word * 64 + l] >> b) & 1) << l for l in range(64))
+            planes[b][word] = v - (1 << 64) if v >= 1 << 63 else v
+    return torch.tensor(planes, dtype=torch.int64)
+
+
 # ----------------------------------------------------------------------------- parent (plain CPU)
 
 
-def test_interpret_suite():
-    """Run the test_interp_* cases under TRITON_INTERPRET=1 in a fresh process."""
-    if CHILD:
-        pytest.skip("already the interpreter child")
-    run_interpret_suite(__file__, N_INTERP_TESTS)
+def test_launcher_checks_like_the_op():
+    """One checker (ValueError) plus the kernel's own limits: k <= MAX_K, CUDA or the interpreter."""
+    pytest.importorskip("triton")
+    from vcfbert_fast.ops.triton.hamming_topk import MAX_K, hamming_topk_triton
 
-
-def test_reference_matches_bruteforce():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference
-
-    q, r, qb, rb = _packed_case(3, 23, 70)
-    for weights in (None, torch.randint(0, 9, (128,), dtype=torch.int32)):
-        for k in (1, 5):
-            d, i = hamming_topk_reference(q, r, weights, k)
-            ed, ei = _bruteforce(qb, rb, weights, k)
-            assert torch.equal(d, ed) and torch.equal(i, ei)
-
-
-def test_weight_planes_reference_reconstructs_weights():
-    from vcfbert_fast.kernels.hamming_topk import N_PLANES, unpack_bits, weight_planes_reference
-
-    n_words = 3
-    w = torch.randint(0, 2**31 - 1, (n_words * 64,), dtype=torch.int32)
-    w[-1] = 2**31 - 1
-    planes = weight_planes_reference(w, n_words)
-    assert planes.shape == (N_PLANES, n_words)
-    rebuilt = (unpack_bits(planes) << torch.arange(N_PLANES)[:, None]).sum(0)
-    assert torch.equal(rebuilt, w.long())
-
-
-def test_cpu_op_without_interpreter_uses_reference():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton
-
-    q, r, qb, rb = _packed_case(4, 40, 100)
-    w = torch.randint(0, 100, (128,), dtype=torch.int32)
-    d, i = hamming_topk_triton(q, r, w, 6)
-    ed, ei = _bruteforce(qb, rb, w, 6)
-    assert torch.equal(d, ed) and torch.equal(i, ei)
-
-
-def test_opcheck_cpu():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton  # noqa: F401 (registers the op)
-
-    q, r, _, _ = _packed_case(3, 20, 90)
-    op = torch.ops.vcfbert_fast.hamming_topk_triton.default
-    torch.library.opcheck(op, (q, r, None, 4))
-    torch.library.opcheck(op, (q, r, torch.randint(0, 50, (128,), dtype=torch.int32), 2))
-
-
-def test_bad_inputs_raise():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton
-
-    q, r, _, _ = _packed_case(2, 10, 64)
-    with pytest.raises(TypeError):
-        hamming_topk_triton(q.int(), r, None, 1)
-    with pytest.raises(ValueError, match="exceeds"):
-        hamming_topk_triton(q, r, None, 11)
-    with pytest.raises(ValueError, match="int32"):
-        hamming_topk_triton(q, r, torch.ones(64, dtype=torch.float32), 1)
-    with pytest.raises(ValueError, match="int32"):
-        hamming_topk_triton(q, r, torch.ones(65, dtype=torch.int32), 1)
-    with pytest.raises(ValueError, match=r"\[Q, W\]"):
-        hamming_topk_triton(q, r[:, :0], None, 1)
+    assert MAX_K == HAMMING_MAX_K
+    q, r, _, _ = _packed_case(2, 80, 64)
+    for args, match in (
+        ((q.int(), r, None, 1), "int64"),
+        ((q, r, None, 81), "k = 81"),
+        ((q, r, torch.ones(64, dtype=torch.float32), 1), "int32"),
+        ((q, r, torch.ones(65, dtype=torch.int32), 1), "int32"),
+        ((q, r[:, :0], None, 1), "words per row"),
+        ((q, r, None, MAX_K + 1), f"k <= {MAX_K}"),
+        *([] if interpret_mode() else [((q, r, None, 1), "CUDA tensors")]),  # CPU, not interpreted
+    ):
+        with pytest.raises(ValueError, match=match):
+            hamming_topk_triton(*args)
 
 
 # ----------------------------------------------------------------------------- interpreter child
 
 
-@interp
+@pytest.mark.triton
 @pytest.mark.parametrize(
     "n_q,n_ref,n_sites,k,weighted",
     [
@@ -126,23 +91,23 @@ def test_bad_inputs_raise():
     ],
 )
 def test_interp_matches_references(n_q, n_ref, n_sites, k, weighted):
-    from vcfbert_fast.kernels.hamming_topk import _launch, hamming_topk_reference
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, qb, rb = _packed_case(n_q, n_ref, n_sites)
     n_words = q.shape[1]
     w = torch.randint(0, 1000, (n_words * 64,), dtype=torch.int32) if weighted else None
-    d, i = _launch(q, r, w, k)
-    rd, ri = hamming_topk_reference(q, r, w, k)
+    d, i = hamming_topk_triton(q, r, w, k)
+    rd, ri = hamming_topk_reference_int(q, r, w, k)
     assert torch.equal(d, rd) and torch.equal(i, ri)
     if n_q * n_ref <= 2000:
         ed, ei = _bruteforce(qb, rb, w, k)
         assert torch.equal(d, ed) and torch.equal(i, ei)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_all_ties_lowest_index():
     """Every reference identical: the answer is indices 0..k-1 (across tile borders too)."""
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, qb, rb = _packed_case(3, 1, 120, dup=False)
     refs = r.expand(150, -1).contiguous()
@@ -152,71 +117,88 @@ def test_interp_all_ties_lowest_index():
     assert torch.equal(d, expect_d)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_multistage_merge(monkeypatch):
     """Force the candidate merge through several select stages (large-N path) at tiny sizes."""
-    import vcfbert_fast.kernels.hamming_topk as H
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
     monkeypatch.setattr(H, "_SELECT_MAX_BLOCK", 16)
     q, r, _, _ = _packed_case(3, 600, 64)
     w = torch.randint(0, 7, (64,), dtype=torch.int32)
     for weights, k in ((None, 4), (w, 3)):
-        d, i = H._launch(q, r, weights, k)
-        rd, ri = H.hamming_topk_reference(q, r, weights, k)
+        d, i = H.hamming_topk_triton(q, r, weights, k)
+        rd, ri = hamming_topk_reference_int(q, r, weights, k)
         assert torch.equal(d, rd) and torch.equal(i, ri)
 
 
-@interp
+@pytest.mark.triton
 def test_interp_full_width_weights():
     """31 weight planes and sums near 2^40 stay exact in the int64 keys."""
-    from vcfbert_fast.kernels.hamming_topk import _launch
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, qb, rb = _packed_case(2, 30, 128)
     w = torch.randint(2**30, 2**31 - 1, (128,), dtype=torch.int32)
-    d, i = _launch(q, r, w, 5)
+    d, i = hamming_topk_triton(q, r, w, 5)
     ed, ei = _bruteforce(qb, rb, w, 5)
     assert torch.equal(d, ed) and torch.equal(i, ei)
 
 
-@interp
-def test_interp_op_and_fake():
-    """Through torch.ops (interpreted Triton impl) plus the fake-tensor check."""
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+@pytest.mark.triton
+def test_interp_cuda_kernel_of_the_op(monkeypatch):
+    """The function registered as the op's CUDA kernel runs Triton for k <= MAX_K and the torch
+    reference beyond (here on CPU tensors, through the interpreter)."""
+    import vcfbert_fast.ops.hamming as ops_hamming
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
-    q, r, _, _ = _packed_case(4, 33, 77)
-    d, i = hamming_topk_triton(q, r, None, 3)
-    rd, ri = hamming_topk_reference(q, r, None, 3)
-    assert torch.equal(d, rd) and torch.equal(i, ri)
-    torch.library.opcheck(
-        torch.ops.vcfbert_fast.hamming_topk_triton.default, (q, r, None, 3), test_utils="test_faketensor"
-    )
+    assert ops_hamming.hamming_backend("cuda") == "triton"
+    calls = []
+    real = H._launch
+    monkeypatch.setattr(H, "_launch", lambda *a: calls.append(a[3]) or real(*a))
+    q, r, qb, rb = _packed_case(3, HAMMING_MAX_K + 20, 77)
+    w = torch.randint(0, 50, (128,), dtype=torch.int32)
+    for k in (3, HAMMING_MAX_K, HAMMING_MAX_K + 1):
+        d, i = ops_hamming._cuda_kernel(q, r, w, k)
+        ed, ei = _bruteforce(qb, rb, w, k)
+        assert torch.equal(d, ed) and torch.equal(i, ei)
+    assert calls == [3, HAMMING_MAX_K]  # k = MAX_K + 1 took the reference
 
 
-@interp
-def test_interp_planes_kernel_and_cache():
-    import vcfbert_fast.kernels.hamming_topk as H
+@pytest.mark.triton
+def test_interp_planes_kernel_and_the_weight_cache(monkeypatch):
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
     w = torch.randint(0, 2**31 - 1, (128,), dtype=torch.int32)
     w[5] = 2**31 - 1
-    assert torch.equal(H.weight_planes(w, 2), H.weight_planes_reference(w, 2))
-    first = H._cached_planes(w, 2)
-    assert H._cached_planes(w, 2) is first  # same tensor, unmodified: reused
-    w[7] = 3  # in-place edit bumps the version: recomputed
-    again = H._cached_planes(w, 2)
-    assert again is not first and torch.equal(again, H.weight_planes_reference(w, 2))
-    # several windows' weights interleaved (window-interleaved batches) all stay cached
+    planes = H.weight_planes(w, 2)
+    assert torch.equal(planes, _planes_expected(w, 2))
+    rebuilt = sum(((planes[b][:, None] >> torch.arange(64)) & 1) << b for b in range(H.N_PLANES))
+    assert torch.equal(rebuilt.flatten(), w.long())
+    # the planes are built once per weight tensor and version, through the one weight cache
+    built = []
+    real = H.weight_planes
+    monkeypatch.setattr(H, "weight_planes", lambda t, n: built.append(t) or real(t, n))
+    q, r, _, _ = _packed_case(2, 40, 128)
+    small = torch.randint(0, 2**15, (128,), dtype=torch.int32)
+    H.hamming_topk_triton(q, r, small, 2)
+    H.hamming_topk_triton(q, r, small, 3)
+    assert len(built) == 1
+    small[7] = 3  # an in-place edit bumps the version: rebuilt, and the results follow it
+    d, i = H.hamming_topk_triton(q, r, small, 2)
+    rd, ri = hamming_topk_reference_int(q, r, small, 2)
+    assert len(built) == 2 and torch.equal(d, rd) and torch.equal(i, ri)
     others = [torch.randint(0, 2**15, (128,), dtype=torch.int32) for _ in range(3)]
-    planes = [H._cached_planes(o, 2) for o in others]
-    assert all(H._cached_planes(o, 2) is p for o, p in zip(others, planes))
-    assert H._cached_planes(w, 2) is again
+    for _ in range(2):  # several windows' weights interleaved (window-interleaved batches)
+        for o in others:
+            H.hamming_topk_triton(q, r, o, 1)
+    assert len(built) == 5
 
 
-@interp
+@pytest.mark.triton
 def test_interp_empty_query_batch():
-    from vcfbert_fast.kernels.hamming_topk import _launch
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     _, r, _, _ = _packed_case(1, 10, 64)
-    d, i = _launch(r[:0], r, None, 2)
+    d, i = hamming_topk_triton(r[:0], r, None, 2)
     assert d.shape == (0, 2) and i.shape == (0, 2)
 
 
@@ -227,34 +209,44 @@ def test_interp_empty_query_batch():
 @pytest.mark.parametrize("k", [1, 8, 16])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_gpu_matches_reference_real_size(k, weighted):
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, _, _ = _packed_case(32, 2008, 1030, device="cuda")
     w = torch.randint(0, 2**16, (q.shape[1] * 64,), dtype=torch.int32, device="cuda") if weighted else None
     d, i = hamming_topk_triton(q, r, w, k)
-    rd, ri = hamming_topk_reference(q, r, w, k)
+    rd, ri = hamming_topk_reference_int(q, r, w, k)
     assert torch.equal(d, rd) and torch.equal(i, ri)
 
 
 @pytest.mark.gpu
 def test_gpu_large_n_multistage():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+    from vcfbert_fast.ops.triton.hamming_topk import hamming_topk_triton
 
     q, r, _, _ = _packed_case(8, 70_001, 200, device="cuda")
     d, i = hamming_topk_triton(q, r, None, 16)
-    rd, ri = hamming_topk_reference(q, r, None, 16)
+    rd, ri = hamming_topk_reference_int(q, r, None, 16)
     assert torch.equal(d, rd) and torch.equal(i, ri)
 
 
 @pytest.mark.gpu
-def test_gpu_torch_compile_traces_op():
-    from vcfbert_fast.kernels.hamming_topk import hamming_topk_reference, hamming_topk_triton
+def test_gpu_op_dispatches_to_triton_and_compiles(monkeypatch):
+    """``torch.ops.vcfbert_fast.hamming_topk`` on CUDA tensors is the Triton kernel, also under
+    torch.compile (fullgraph: the fake impl traces it); beyond MAX_K it is the reference."""
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
+    calls = []
+    real = H._launch
+    monkeypatch.setattr(H, "_launch", lambda *a: calls.append(a[3]) or real(*a))
     q, r, _, _ = _packed_case(16, 500, 300, device="cuda")
-    fn = torch.compile(lambda a, b: hamming_topk_triton(a, b, None, 4), fullgraph=True)
+    rd, ri = hamming_topk_reference_int(q, r, None, 4)
+    d, i = torch.ops.vcfbert_fast.hamming_topk(q, r, None, 4)
+    assert torch.equal(d, rd) and torch.equal(i, ri) and calls == [4]
+    fn = torch.compile(lambda a, b: torch.ops.vcfbert_fast.hamming_topk(a, b, None, 4), fullgraph=True)
     d, i = fn(q, r)
-    rd, ri = hamming_topk_reference(q, r, None, 4)
-    assert torch.equal(d, rd) and torch.equal(i, ri)
+    assert torch.equal(d, rd) and torch.equal(i, ri) and calls == [4, 4]
+    k = HAMMING_MAX_K + 1
+    d, i = torch.ops.vcfbert_fast.hamming_topk(q, r, None, k)
+    assert torch.equal(i, hamming_topk_reference_int(q, r, None, k)[1]) and calls == [4, 4]
 
 
 def _compile_for_sm90(fn, signature, constexprs) -> str:
@@ -277,9 +269,10 @@ def _compile_for_sm90(fn, signature, constexprs) -> str:
 def test_kernels_compile_for_gpu_with_hardware_popcount():
     """The GPU code path (which the interpreter does not exercise) compiles, and the SWAR
     popcount lowers to popc.b64."""
-    if CHILD:
+    pytest.importorskip("triton")
+    if interpret_mode():
         pytest.skip("needs JIT (not interpreted) kernels")
-    import vcfbert_fast.kernels.hamming_topk as H
+    import vcfbert_fast.ops.triton.hamming_topk as H
 
     sig = {n: "*i64" for n in ("q_ptr", "r_ptr", "planes_ptr", "keys_ptr")}
     sig.update({n: "i32" for n in ("Q", "N", "W", "NPLANES", "KEYS_PER_ROW")})

@@ -23,7 +23,8 @@ EXT_ERROR: str | None = None
 _warned = False
 
 
-def _has_kernel(op: str, key: str) -> bool:
+def has_kernel(op: str, key: str) -> bool:
+    """Whether ``vcfbert_fast::<op>`` has a kernel for dispatch key ``key`` (e.g. "CPU", "CUDA")."""
     try:
         return bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"vcfbert_fast::{op}", key))
     except Exception:  # noqa: BLE001 - a private API; absence means "unknown", i.e. no
@@ -31,7 +32,11 @@ def _has_kernel(op: str, key: str) -> bool:
 
 
 def _register_fakes() -> None:
-    """Shape-only (meta) implementations so ``torch.compile`` and FakeTensor tracing work."""
+    """Shape-only (meta) implementations so ``torch.compile`` and FakeTensor tracing work.
+
+    ``hamming_topk`` has its fake (and its CUDA and fallback kernels) in ops/hamming.py, which also
+    serves builds without this extension.
+    """
 
     @torch.library.register_fake("vcfbert_fast::gather_rows")
     def _gather_rows_fake(src, index, check=True):
@@ -40,11 +45,6 @@ def _register_fakes() -> None:
     @torch.library.register_fake("vcfbert_fast::gather_rows_out")
     def _gather_rows_out_fake(src, index, out, check=True):
         return None
-
-    @torch.library.register_fake("vcfbert_fast::hamming_topk")
-    def _hamming_topk_fake(query_bits, ref_bits, weights, k):
-        shape = (query_bits.shape[0], k)
-        return query_bits.new_empty(shape), query_bits.new_empty(shape)
 
 
 def _load() -> None:
@@ -58,11 +58,11 @@ def _load() -> None:
     except Exception as exc:  # noqa: BLE001 - ImportError, OSError (ABI/undefined symbol), ...
         EXT_ERROR = f"{type(exc).__name__}: {exc}"
         return
-    if not _has_kernel("gather_rows", "CPU"):
+    if not has_kernel("gather_rows", "CPU"):
         EXT_ERROR = "vcfbert_fast._C loaded but registered no CPU kernels (stale build?); rebuild it"
         return
     HAS_EXT = True
-    HAS_CUDA_EXT = _has_kernel("gather_rows", "CUDA")
+    HAS_CUDA_EXT = has_kernel("gather_rows", "CUDA")
     try:
         _register_fakes()
     except Exception as exc:  # noqa: BLE001 - tracing support is optional, the ops still run

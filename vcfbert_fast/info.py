@@ -56,7 +56,8 @@ def info() -> dict:
     import torch
 
     from . import _ext
-    from .ops import _cupy_gather, gather_backend, hamming_backend
+    from .ops import _cupy_gather, embed_flatten_backend, gather_backend, hamming_backend
+    from .ops.triton import HAMMING_MAX_K
 
     cuda_ok = torch.cuda.is_available()
     d: dict = {
@@ -75,14 +76,15 @@ def info() -> dict:
         "sdpa_backends": _sdpa_backends(),
     }
     device = "cuda" if cuda_ok else "cpu"
-    paths = {"gather_rows": gather_backend(device), "hamming_topk": hamming_backend(device)}
-    try:
-        from .ops.embed_flatten import embed_flatten_backend
-
-        paths["embed_flatten"] = embed_flatten_backend(device)
-    except Exception as exc:  # noqa: BLE001 - owned elsewhere; report, never fail
-        paths["embed_flatten"] = f"unavailable ({type(exc).__name__}: {exc})"
-    d["op_paths"] = {"device": device, **paths}
+    hamming = hamming_backend(device)
+    if hamming == "triton":
+        hamming = f"triton (k <= {HAMMING_MAX_K}; torch-reference above)"
+    d["op_paths"] = {
+        "device": device,
+        "gather_rows": gather_backend(device),
+        "hamming_topk": hamming,
+        "embed_flatten": embed_flatten_backend(device),
+    }
     return d
 
 

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .ops.hamming import hamming_topk, pack_bits, unpack_bits
+from .ops.hamming import hamming_topk, pack_bits, quantize_weights, unpack_bits
+from .ops.triton import HAMMING_MAX_K
 from .vocab import ALLELE_0, ALLELE_1, MASK, UNK
 from .windows import frame_tokens, window_features
 
 __all__ = ["FaissRetriever", "HammingRetriever", "Retriever", "make_retriever"]
 
-_QBITS = 15  # the kernel's integer weights lie in [0, 2**15] (the hamming_topk contract)
 _FINE_BITS = 40  # exact-distance costs: integers <= 2**40, sums of <= 1028 stay below 2**53
 _SITE_TOKENS = (UNK, MASK, ALLELE_0, ALLELE_1)
 
@@ -377,12 +377,11 @@ class HammingRetriever(Retriever):
             if wmax <= 0.0:
                 hit = (None, None, 1.0, 0.0)
             else:
-                scale = wmax / 2.0**_QBITS
-                wq = torch.round(w / scale)  # the kernel's coarse integer weights
+                # the op's quantiser (this dict is the cache): the kernel's coarse integer weights
+                w_int, scale = quantize_weights(w, -(-w.shape[0] // 64), cache=False)
+                wq = w_int[: w.shape[0]].double()
                 bound = float((w - wq * scale).abs().sum())  # |exact - scale * coarse| <= bound, any row
-                n_words = -(-w.shape[0] // 64)
-                w_int = torch.nn.functional.pad(wq.to(torch.int32), (0, n_words * 64 - w.shape[0]))
-                hit = (w_int.contiguous(), torch.stack([wq, w], dim=1), scale, bound)
+                hit = (w_int, torch.stack([wq, w], dim=1), scale, bound)
             self._quantised[key] = hit
             while len(self._quantised) > self.max_quantised:
                 self._quantised.popitem(last=False)
@@ -395,7 +394,7 @@ class HammingRetriever(Retriever):
         n_ex = int((ex >= 0).sum(1).max()) if ex.numel() else 0
         kp = k + n_ex + self.slack
         if self.device.type == "cuda":  # stay within the Triton kernel's k (it falls back beyond)
-            kp = max(k + n_ex, min(kp, _TRITON_MAX_K))
+            kp = max(k + n_ex, min(kp, HAMMING_MAX_K))
         kp = min(n_ref, kp)
         # Pre-quantised int32 [W*64] weights go to the kernel as given (no copy, no re-quantisation).
         _, cand = hamming_topk(pack_bits(q), self.bits(window_idx), weights=w_int, k=kp)
@@ -428,9 +427,6 @@ class HammingRetriever(Retriever):
             dist[bad], index[bad] = self._search_general(window_idx, sites[bad], ex[bad], k)
             dist[bad] /= unit  # back to fine units; scaled once below
         return dist * unit, index
-
-
-_TRITON_MAX_K = 64  # vcfbert_fast.kernels.hamming_topk.MAX_K (not imported: it needs triton)
 
 
 class _FaissWindow:

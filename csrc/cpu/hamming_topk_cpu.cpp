@@ -6,7 +6,8 @@
 //   weights: undefined (every site weighs 1) or int32 [W * 64], non-negative.
 //   dist[q, j] = sum_l w_l * (bit_l(q) XOR bit_l(r)), exact in int64.
 //   Returns (dist int64 [Q, k], index int64 [Q, k]), ascending by (dist, index): ties go to the
-//   lowest reference row.
+//   lowest reference row. Bad arguments raise ValueError (TORCH_CHECK_VALUE), with the messages of
+//   the Python checker (ops/hamming.py check_args).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -158,19 +159,19 @@ std::vector<int32_t> byte_tables(const int32_t* w, int64_t W) {
 
 std::tuple<at::Tensor, at::Tensor> hamming_topk_cpu(const at::Tensor& query_bits, const at::Tensor& ref_bits,
                                                     const std::optional<at::Tensor>& weights, int64_t k) {
-  TORCH_CHECK(query_bits.dim() == 2 && ref_bits.dim() == 2,
-              "hamming_topk: query_bits [Q, W] and ref_bits [N, W] must be 2-D, got ", query_bits.sizes(), " and ",
-              ref_bits.sizes(), "; pack alleles with vcfbert_fast.ops.pack_bits");
-  TORCH_CHECK(query_bits.scalar_type() == at::kLong && ref_bits.scalar_type() == at::kLong,
-              "hamming_topk: bit-packed words must be int64, got ", query_bits.scalar_type(), " and ",
-              ref_bits.scalar_type(), "; use vcfbert_fast.ops.pack_bits");
-  TORCH_CHECK(query_bits.size(1) == ref_bits.size(1), "hamming_topk: query_bits has ", query_bits.size(1),
-              " words per row but ref_bits has ", ref_bits.size(1), "; pack both over the same sites");
-  TORCH_CHECK(query_bits.device().is_cpu() && ref_bits.device().is_cpu(),
-              "hamming_topk: the C++ kernel is CPU only; CUDA inputs go through vcfbert_fast.ops.hamming_topk");
+  TORCH_CHECK_VALUE(query_bits.dim() == 2 && ref_bits.dim() == 2,
+                    "hamming_topk: query_bits [Q, W] and ref_bits [N, W] must be 2-D, got ", query_bits.sizes(),
+                    " and ", ref_bits.sizes(), "; pack alleles with pack_bits");
+  TORCH_CHECK_VALUE(query_bits.scalar_type() == at::kLong && ref_bits.scalar_type() == at::kLong,
+                    "hamming_topk: bit-packed words must be int64, got ", query_bits.scalar_type(), " and ",
+                    ref_bits.scalar_type());
+  TORCH_CHECK_VALUE(query_bits.size(1) == ref_bits.size(1), "hamming_topk: query_bits has ", query_bits.size(1),
+                    " words per row but ref_bits has ", ref_bits.size(1), "; pack both over the same sites");
+  TORCH_CHECK_VALUE(query_bits.device().is_cpu() && ref_bits.device().is_cpu(), "hamming_topk: query_bits on ",
+                    query_bits.device(), " but ref_bits on ", ref_bits.device());
   const int64_t Q = query_bits.size(0), N = ref_bits.size(0), W = query_bits.size(1);
-  TORCH_CHECK(k >= 1 && k <= N, "hamming_topk: k = ", k, " must lie in [1, N] with N = ", N,
-              " reference rows; lower k or add references");
+  TORCH_CHECK_VALUE(k >= 1 && k <= N, "hamming_topk: k = ", k, " must lie in [1, N] with N = ", N,
+                    " reference rows; lower k or add references");
 
   const at::Tensor q = query_bits.contiguous();
   const at::Tensor r = ref_bits.contiguous();
@@ -178,15 +179,15 @@ std::tuple<at::Tensor, at::Tensor> hamming_topk_cpu(const at::Tensor& query_bits
   const bool weighted = weights.has_value() && weights->defined();
   if (weighted) {
     const at::Tensor& w = *weights;
-    TORCH_CHECK(w.dim() == 1 && w.size(0) == W * 64, "hamming_topk: weights must be [W * 64] = [", W * 64,
-                "] (one per bit, zero-padded), got ", w.sizes());
-    TORCH_CHECK(w.scalar_type() == at::kInt, "hamming_topk: weights must be int32 (quantised), got ", w.scalar_type(),
-                "; vcfbert_fast.ops.hamming_topk quantises float weights for you");
-    TORCH_CHECK(w.device().is_cpu(), "hamming_topk: weights must be on the CPU with the bits");
+    TORCH_CHECK_VALUE(w.dim() == 1 && w.size(0) == W * 64 && w.scalar_type() == at::kInt,
+                      "hamming_topk: weights must be int32 [W * 64] = [", W * 64,
+                      "] (one per bit, zero-padded), got ", w.scalar_type(), " ", w.sizes(),
+                      "; quantise them with quantize_weights");
+    TORCH_CHECK_VALUE(w.device().is_cpu(), "hamming_topk: weights on ", w.device(), " but the bits on cpu");
     const at::Tensor wc = w.contiguous();
     const int32_t* wp = wc.const_data_ptr<int32_t>();
     for (int64_t l = 0; l < W * 64; ++l) {
-      TORCH_CHECK(wp[l] >= 0, "hamming_topk: weights[", l, "] = ", wp[l], " is negative; weights must be >= 0");
+      TORCH_CHECK_VALUE(wp[l] >= 0, "hamming_topk: weights must be non-negative, got weights[", l, "] = ", wp[l]);
     }
     table = byte_tables(wp, W);
   }

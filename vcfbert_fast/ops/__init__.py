@@ -1,11 +1,13 @@
 """Op APIs: each picks the fastest available path at call time and has a torch reference beside it.
 
-``embed_flatten`` (Triton side) is imported guarded: if it fails to import, these ops still work
-and calling it raises with the reason.
+Importing this package registers the ops' Python pieces with ``torch.ops.vcfbert_fast`` (the
+Triton CUDA kernel, fakes, and the schemas the C++ extension did not define); the Triton kernel
+modules under :mod:`vcfbert_fast.ops.triton` are imported only when a kernel first runs.
 """
 
 from __future__ import annotations
 
+from .embed_flatten import embed_flatten, embed_flatten_backend, embed_flatten_reference
 from .gather import gather_backend, gather_rows, gather_rows_reference
 from .hamming import (
     hamming_backend,
@@ -30,14 +32,3 @@ __all__ = [
     "quantize_weights",
     "unpack_bits",
 ]
-
-
-try:  # owned by the Triton side; torch-only at import time, but never let it break these ops
-    from .embed_flatten import embed_flatten, embed_flatten_backend, embed_flatten_reference
-except Exception as _exc:  # noqa: BLE001
-    _EMBED_ERROR = f"{type(_exc).__name__}: {_exc}"
-
-    def _missing(*args, **kwargs):
-        raise ImportError(f"vcfbert_fast.ops.embed_flatten is unavailable ({_EMBED_ERROR})")
-
-    embed_flatten = embed_flatten_reference = embed_flatten_backend = _missing

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from vcfbert_fast.kernels import use_triton
+from vcfbert_fast.ops.triton import use_triton
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -82,7 +82,7 @@ def _embed_add_op(
     tokens: torch.Tensor, token_table: torch.Tensor, site_rows: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
     if embed_flatten_backend(tokens.device) != "torch":
-        from vcfbert_fast.kernels.embed_flatten import embed_flatten_add_triton
+        from vcfbert_fast.ops.triton.embed_flatten import embed_flatten_add_triton
 
         return embed_flatten_add_triton(tokens, token_table, site_rows, out_dtype)
     return _reference_add(tokens, token_table, site_rows, out_dtype)
@@ -122,7 +122,7 @@ _embed_add_op.register_autograd(_add_backward, setup_context=_add_setup)
 @torch.library.custom_op("vcfbert_fast::embed_flatten_table", mutates_args=())
 def _embed_table_op(tokens: torch.Tensor, site_table: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     if embed_flatten_backend(tokens.device) != "torch":
-        from vcfbert_fast.kernels.embed_flatten import embed_flatten_table_triton
+        from vcfbert_fast.ops.triton.embed_flatten import embed_flatten_table_triton
 
         return embed_flatten_table_triton(tokens, site_table, out_dtype)
     return _reference_table(tokens, site_table, out_dtype)

@@ -1,7 +1,8 @@
-"""Triton kernels (imported lazily: only where Triton is installed).
+"""Triton kernels of the ops in :mod:`vcfbert_fast.ops` (imported lazily: only where Triton is installed).
 
-Modules here import ``triton`` at import time, so nothing in the package imports them
-at package import; the op APIs in :mod:`vcfbert_fast.ops` pick them at call time.
+The kernel modules here import ``triton`` at import time, so nothing in the package imports them
+at package import; the op APIs in :mod:`vcfbert_fast.ops` load them at call time. This file
+itself never imports ``triton``.
 
 Interpret mode (``TRITON_INTERPRET=1``) lets the kernels run on CPU tensors for tests;
 Triton reads that variable when a kernel is *decorated*, i.e. when these modules are
@@ -12,6 +13,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+
+# The Triton hamming_topk kernel unrolls its per-tile top-k, so it takes k <= this; the op serves
+# larger k with the torch reference. Here, not in hamming_topk.py, so it reads without triton.
+HAMMING_MAX_K = 64
 
 
 def triton_available() -> bool:

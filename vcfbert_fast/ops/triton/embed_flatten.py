@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vcfbert_fast.kernels import interpret_mode
+from vcfbert_fast.ops.triton import interpret_mode
 
 _BR = 16
 

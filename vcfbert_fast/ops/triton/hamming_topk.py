@@ -1,35 +1,33 @@
-"""Triton weighted-Hamming top-K search over bit-packed haplotypes.
+"""Triton weighted-Hamming top-K search over bit-packed haplotypes: the CUDA kernel of
+``torch.ops.vcfbert_fast.hamming_topk`` (registered by :mod:`vcfbert_fast.ops.hamming`, which holds
+the contract, the argument checks, the torch reference and the weight cache).
 
-Contract (shared with the C++ CPU op): ``query_bits`` int64 ``[Q, W]`` and ``ref_bits`` int64
-``[N, W]`` hold sites packed 64 per word (site ``l`` at bit ``l % 64`` of word ``l // 64``,
-padding bits zero); ``weights`` is None (uniform 1) or int32 ``[W*64]`` non-negative. Then
-``dist[q, j] = sum_l w_l * (bit_l(q) XOR bit_l(r_j))`` exactly, and the result is the ``k``
-smallest per query in ascending order, ties broken by the lowest reference index, as
-``(dist int64 [Q, k], index int64 [Q, k])``.
+Arguments: ``query_bits`` int64 ``[Q, W]``, ``ref_bits`` int64 ``[N, W]``, ``weights`` None or
+int32 ``[W*64]`` non-negative, ``1 <= k <= min(N, MAX_K)``; returns ``(dist int64 [Q, k],
+index int64 [Q, k])``, ascending, ties broken by the lowest reference index.
 
 How: each program takes a tile of ``BQ`` queries x ``BN`` references, accumulates exact
 integer distances word by word (popcount of the XOR; weighted: popcount of the XOR ANDed
 with each bit plane of the integer weights, shifted by the plane's bit; all-zero planes are
 skipped, so 16-bit weights cost 16 popcounts per word), packs
 ``key = dist << IDX_BITS | index`` so that one int64 ``min`` orders by (dist, index) exactly,
-and writes only its ``k`` smallest keys. Nothing syncs with the host (CUDA-graph friendly). A second tiny kernel merges the per-tile
-candidates (``Q x ceil(N/BN) x k`` keys, never the full ``[Q, N]`` matrix) and decodes them.
-Popcount uses the portable SWAR bit trick on uint64: it runs in the interpreter too and LLVM
-folds it into the hardware ``popc.b64`` on NVIDIA GPUs (verified by compiling for sm_90).
+and writes only its ``k`` smallest keys. Nothing syncs with the host (CUDA-graph friendly). A
+second tiny kernel merges the per-tile candidates (``Q x ceil(N/BN) x k`` keys, never the full
+``[Q, N]`` matrix) and decodes them. Popcount uses the portable SWAR bit trick on uint64: it runs
+in the interpreter too and LLVM folds it into the hardware ``popc.b64`` on NVIDIA GPUs (verified
+by compiling for sm_90).
 """
 
 from __future__ import annotations
-
-import weakref
 
 import torch
 import triton
 import triton.language as tl
 
-from vcfbert_fast.kernels import interpret_mode
+from vcfbert_fast.ops.hamming import WEIGHT_CACHE, check_args
+from vcfbert_fast.ops.triton import HAMMING_MAX_K as MAX_K
+from vcfbert_fast.ops.triton import interpret_mode
 
-INT64_MAX = 2**63 - 1
-MAX_K = 64
 _BQ = 16
 _BN = 32
 _SELECT_MAX_BLOCK = 2048
@@ -134,15 +132,6 @@ def _planes_kernel(w_ptr, planes_ptr, W, NP: tl.constexpr):
         tl.store(planes_ptr + b * W + word, tl.sum(((wv >> b) & 1) << pos, axis=0))
 
 
-def weight_planes_reference(weights: torch.Tensor, n_words: int) -> torch.Tensor:
-    """Torch version of the planes kernel: int64 ``[N_PLANES, W]``."""
-    w = weights.to(torch.int64)
-    shifts = torch.arange(N_PLANES, device=w.device, dtype=torch.int64)
-    bits = (w[None, :] >> shifts[:, None]) & 1
-    pos = torch.arange(64, device=w.device, dtype=torch.int64)
-    return (bits.view(N_PLANES, n_words, 64) << pos).sum(-1)
-
-
 def weight_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
     """Bit planes of the integer site weights, ``planes[b, w]`` = bit ``b`` of the weights in
     word ``w`` (int64 ``[N_PLANES, W]``): one launch, no host sync. Negative weights fail an
@@ -151,58 +140,6 @@ def weight_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
     planes = torch.empty((N_PLANES, n_words), dtype=torch.int64, device=weights.device)
     _planes_kernel[(n_words,)](weights.contiguous(), planes, n_words, NP=N_PLANES)
     return planes
-
-
-_PLANE_CACHE: dict = {}  # insertion-ordered: oldest first
-_PLANE_CACHE_SIZE = 8
-
-
-def _cached_planes(weights: torch.Tensor, n_words: int) -> torch.Tensor:
-    """Weights change once per refresh, queries every batch: reuse planes while the same
-    tensor is passed unmodified (identity + version counter)."""
-    key = (id(weights), n_words)
-    hit = _PLANE_CACHE.get(key)
-    if hit is not None:
-        ref, version, planes = hit
-        if ref() is weights and weights._version == version:
-            return planes
-    planes = weight_planes(weights, n_words)
-    _PLANE_CACHE.pop(key, None)
-    _PLANE_CACHE[key] = (weakref.ref(weights), weights._version, planes)
-    while len(_PLANE_CACHE) > _PLANE_CACHE_SIZE:  # a few windows' weights (batches interleave windows)
-        del _PLANE_CACHE[next(iter(_PLANE_CACHE))]
-    return planes
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def _check_inputs(query_bits, ref_bits, weights, k) -> None:
-    if query_bits.dtype != torch.int64 or ref_bits.dtype != torch.int64:
-        raise TypeError(
-            f"hamming_topk: bits must be int64, got {query_bits.dtype} and {ref_bits.dtype}; "
-            "pack sites 64 per int64 word"
-        )
-    if query_bits.dim() != 2 or ref_bits.dim() != 2 or query_bits.shape[1] != ref_bits.shape[1]:
-        raise ValueError(
-            f"hamming_topk: expected query [Q, W] and ref [N, W], got {tuple(query_bits.shape)} "
-            f"and {tuple(ref_bits.shape)}"
-        )
-    if query_bits.device != ref_bits.device:
-        raise ValueError(f"hamming_topk: query on {query_bits.device}, refs on {ref_bits.device}")
-    n_words = query_bits.shape[1]
-    if weights is not None:
-        if weights.dtype != torch.int32 or weights.shape != (n_words * 64,):
-            raise ValueError(
-                f"hamming_topk: weights must be int32 [{n_words * 64}] (W*64), got "
-                f"{weights.dtype} {tuple(weights.shape)}; quantise float weights first"
-            )
-        if weights.device != query_bits.device:
-            raise ValueError(f"hamming_topk: weights on {weights.device}, bits on {query_bits.device}")
-    if not 1 <= k <= MAX_K:
-        raise ValueError(f"hamming_topk: k={k} outside 1..{MAX_K}")
-    if k > ref_bits.shape[0]:
-        raise ValueError(f"hamming_topk: k={k} exceeds the number of references {ref_bits.shape[0]}")
 
 
 def _launch(query_bits, ref_bits, weights, k):
@@ -221,7 +158,8 @@ def _launch(query_bits, ref_bits, weights, k):
         planes, n_planes = q, 0  # planes unused
         max_dist = n_words * 64
     else:
-        planes, n_planes = _cached_planes(weights, n_words), N_PLANES
+        planes = WEIGHT_CACHE.get(weights, ("planes", n_words), lambda: weight_planes(weights, n_words))
+        n_planes = N_PLANES
         if weights.device.type == "cpu":  # interpreter: no sync to avoid, and loops cost time
             n_planes = max(1, int(weights.max()).bit_length())
         max_dist = (2**31 - 1) * n_words * 64  # static bound: no host sync in the common case
@@ -267,65 +205,20 @@ def _launch(query_bits, ref_bits, weights, k):
     return dist, index
 
 
-# ----------------------------------------------------------------------------- reference
-
-
-def unpack_bits(bits: torch.Tensor) -> torch.Tensor:
-    """int64 ``[R, W]`` -> int64 0/1 ``[R, W*64]`` (site ``l`` = bit ``l % 64`` of word ``l // 64``)."""
-    shifts = torch.arange(64, device=bits.device, dtype=torch.int64)
-    return ((bits[..., None] >> shifts) & 1).reshape(*bits.shape[:-1], bits.shape[-1] * 64)
-
-
-def hamming_topk_reference(
-    query_bits: torch.Tensor, ref_bits: torch.Tensor, weights: torch.Tensor | None = None, k: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain torch: unpack bits, exact int64 weighted XOR sums, stable sort (lowest index wins ties)."""
-    _check_inputs(query_bits, ref_bits, weights, k)
-    qb = unpack_bits(query_bits)
-    rb = unpack_bits(ref_bits)
-    w = torch.ones(qb.shape[1], dtype=torch.int64, device=qb.device) if weights is None else weights.long()
-    chunk = max(1, (1 << 24) // max(1, rb.numel()))
-    dists = []
-    for s in range(0, qb.shape[0], chunk):
-        dists.append(((qb[s : s + chunk, None, :] ^ rb[None, :, :]) * w).sum(-1))
-    dist = torch.cat(dists) if dists else torch.empty((0, rb.shape[0]), dtype=torch.int64, device=qb.device)
-    # torch's stable sort may not support every integer dtype on every device: sort by value,
-    # stable, so equal distances keep ascending reference order
-    order = torch.sort(dist, dim=1, stable=True).indices[:, :k].contiguous()
-    return torch.gather(dist, 1, order), order
-
-
-# ----------------------------------------------------------------------------- custom op
-
-
-@torch.library.custom_op("vcfbert_fast::hamming_topk_triton", mutates_args=())
-def _hamming_topk_op(
-    query_bits: torch.Tensor, ref_bits: torch.Tensor, weights: torch.Tensor | None, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_inputs(query_bits, ref_bits, weights, k)
-    if query_bits.device.type == "cuda" or interpret_mode():
-        return _launch(query_bits, ref_bits, weights, k)
-    # CPU without the interpreter: Triton cannot run; the reference gives identical results
-    return hamming_topk_reference(query_bits, ref_bits, weights, k)
-
-
-@_hamming_topk_op.register_fake
-def _(query_bits, ref_bits, weights, k):
-    _check_inputs(query_bits, ref_bits, weights, k)
-    shape = (query_bits.shape[0], k)
-    return query_bits.new_empty(shape), query_bits.new_empty(shape)
-
-
 def hamming_topk_triton(
     query_bits: torch.Tensor, ref_bits: torch.Tensor, weights: torch.Tensor | None = None, k: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact (weighted) Hamming top-``k`` via Triton; see the module docstring for the contract.
+    """Exact (weighted) Hamming top-``k`` by the Triton kernel; see the module docstring.
 
-    Returns ``(dist int64 [Q, k], index int64 [Q, k])``, ascending, ties -> lowest index.
-    Goes through ``torch.ops.vcfbert_fast.hamming_topk_triton`` so ``torch.compile`` can trace it.
+    CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``. Callers normally go through the op
+    (or :func:`vcfbert_fast.ops.hamming_topk`), which also serves ``k > MAX_K`` and CPU tensors.
     """
-    _check_inputs(query_bits, ref_bits, weights, k)
-    if torch.compiler.is_compiling() or query_bits.device.type != "cuda":
-        return torch.ops.vcfbert_fast.hamming_topk_triton(query_bits, ref_bits, weights, k)
-    # eager CUDA: skip the dispatcher round trip (tens of microseconds against a ~10 us search)
+    check_args(query_bits, ref_bits, k, weights)
+    if k > MAX_K:
+        raise ValueError(f"hamming_topk: the Triton kernel takes k <= {MAX_K}, got k = {k}; use the op")
+    if query_bits.device.type != "cuda" and not interpret_mode():
+        raise ValueError(
+            f"hamming_topk: the Triton kernel needs CUDA tensors (CPU ones only under TRITON_INTERPRET=1), "
+            f"got {query_bits.device}; use the op"
+        )
     return _launch(query_bits, ref_bits, weights, k)
