@@ -1,0 +1,33 @@
+"""Imputation, one step per module; ``vcfbert_fast.impute`` is the subcommand that runs them in order.
+
+| module | step |
+|---|---|
+| ``prephase.py`` | unphased heterozygotes; pre-phasing with Beagle |
+| ``calls.py`` | the target's calls laid over the panel's sites (:class:`TargetCalls`), and the final calls
+  (typed sites keep the input, imputed sites take the model's dosages) |
+| ``model_io.py`` | the checkpoint -> model, frequencies, windows, population AF of the targets |
+| ``inference.py`` | windows x target batches -> haplotype ALT dosages (retrieval, references, forward) |
+| ``output.py`` | target records passed through, the imputed VCF |
+"""
+
+from .calls import FinalCalls, TargetCalls, final_calls
+from .inference import infer_dosages
+from .model_io import ModelTables, load_model, model_tables
+from .output import passthrough_records, write_output
+from .prephase import BEAGLE_JAR, phase_target, prephase_with_beagle, unphased_hets
+
+__all__ = [
+    "BEAGLE_JAR",
+    "FinalCalls",
+    "ModelTables",
+    "TargetCalls",
+    "final_calls",
+    "infer_dosages",
+    "load_model",
+    "model_tables",
+    "passthrough_records",
+    "phase_target",
+    "prephase_with_beagle",
+    "unphased_hets",
+    "write_output",
+]

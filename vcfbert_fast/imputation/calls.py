@@ -1,0 +1,86 @@
+"""The target's calls over the panel's sites, and the calls written out at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class TargetCalls:
+    """Target genotypes laid over the panel's ``M`` sites (``S`` samples).
+
+    ``calls`` int8 ``[S, 2, M]``: input alleles at typed sites, -1 elsewhere and at missing calls.
+    ``typed`` bool ``[M]``: panel sites the target carries. ``phased_in`` bool ``[S, M]``: the input
+    call was phased (True at untyped sites). ``unphased`` bool ``[S, M]``: an unphased het.
+    ``model_calls``: ``calls`` with unphased hets set to -1 (unknown phase is missing for the model).
+    ``matched_target`` int64: target records that matched a panel site (for the passthrough).
+    """
+
+    calls: np.ndarray
+    typed: np.ndarray
+    phased_in: np.ndarray
+    unphased: np.ndarray
+    model_calls: np.ndarray
+    matched_target: np.ndarray
+
+    @classmethod
+    def from_alignment(cls, target, alignment, n_sites: int, unphased: np.ndarray) -> TargetCalls:
+        n_samp = len(target.samples)
+        matched_t = np.flatnonzero(alignment.panel_index >= 0)
+        matched_p = alignment.panel_index[matched_t]
+        typed = np.zeros(n_sites, dtype=bool)
+        typed[matched_p] = True
+        calls = np.full((n_samp, 2, n_sites), -1, dtype=np.int8)
+        calls[:, :, matched_p] = target.alleles[:, :, matched_t]
+        phased_in = np.ones((n_samp, n_sites), dtype=bool)
+        phased_in[:, matched_p] = target.phased[:, matched_t]
+        unph = np.zeros((n_samp, n_sites), dtype=bool)
+        unph[:, matched_p] = unphased[:, matched_t]
+        model_calls = calls.copy()
+        model_calls[np.repeat(unph[:, None, :], 2, axis=1)] = -1
+        return cls(calls, typed, phased_in, unph, model_calls, matched_t)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.calls.shape[0])
+
+
+@dataclass
+class FinalCalls:
+    """What is written per panel site and sample: ``gt`` int8 / ``hds`` float32 ``[M, S, 2]``,
+    ``phased`` bool ``[M, S]``, ``gp`` float ``[M, S, 3]``."""
+
+    gt: np.ndarray
+    hds: np.ndarray
+    phased: np.ndarray
+    gp: np.ndarray
+
+
+def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
+    """Imputed sites take the model's dosages; typed sites keep the input calls.
+
+    A typed call the model (partly) filled in (a missing allele) is written phased; an unphased
+    het keeps ``0/1`` with HDS 0.5 each and GP ``0,1,0``.
+    """
+    from ..vcf_writer import gp_from_hds
+
+    typed = tc.typed
+    gt = (hds > 0.5).astype(np.int8)
+    phased = np.ones(hds.shape[:2], dtype=bool)
+    given = tc.calls[:, :, typed].transpose(2, 0, 1)  # [Mt, S, 2]
+    called = given >= 0
+    t_gt, t_hds = gt[typed], hds[typed]
+    t_gt[called] = given[called]
+    t_hds[called] = given[called]
+    t_unph = tc.unphased[:, typed].T  # [Mt, S]
+    t_hds[t_unph] = 0.5
+    t_ph = tc.phased_in[:, typed].T.copy()
+    t_ph[~called.all(-1)] = True
+    gt[typed], hds[typed], phased[typed] = t_gt, t_hds, t_ph
+    gp = gp_from_hds(hds)
+    gp_t = gp[typed]
+    gp_t[t_unph] = [0.0, 1.0, 0.0]
+    gp[typed] = gp_t
+    return FinalCalls(gt, hds, phased, gp)

@@ -1,0 +1,81 @@
+"""Windows x target batches -> haplotype ALT dosages: query tokens, retrieval, references, one forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..progress import progress_bar
+from ..windows import frame_features, frame_tokens, window_features
+from .calls import TargetCalls
+from .model_io import ModelTables
+
+
+class _References:
+    """Retrieval + reference embeddings of one imputation run (exact Hamming, every panel row)."""
+
+    def __init__(self, model, panel, tables: ModelTables, device: torch.device):
+        from ..retrieval import make_retriever
+        from ..store import ReferenceEmbeddings
+
+        self.embedding = model.bert.embedding
+        self.retriever = make_retriever(
+            "hamming", panel, tables.freqs, tables.layout, None, k=tables.k, device=device
+        )
+        self.retriever.refresh_embeddings(self.embedding, device=device)
+        self.store = ReferenceEmbeddings(panel, tables.layout, mode="live", device=device)
+
+    def add_to(self, batch: dict, w: int) -> None:
+        """``rag_emb_h1/h2``: the retrieved rows are valid by construction, so no host round trip."""
+        for hap, key in (("hap_1", "rag_emb_h1"), ("hap_2", "rag_emb_h2")):
+            _, rows = self.retriever.search(w, batch[hap])
+            batch[key] = self.store.encode(w, rows, self.embedding, batch["pos"], batch["af"], check=False)
+
+
+def _window_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, b0: int, b1: int, dev) -> dict:
+    """The model's input for window ``w`` and target samples ``[b0, b1)``."""
+    sl = tables.layout.sites(w)
+    n, bsz = sl.stop - sl.start, b1 - b0
+    feats = window_features(panel.positions, tables.freqs, sl)
+    toks = torch.from_numpy(frame_tokens(tc.model_calls[b0:b1, :, sl], ~tc.typed[sl])).to(dev)  # [B, 2, L]
+    batch = {k: torch.from_numpy(v).to(dev)[None].expand(bsz, n + 2) for k, v in feats.items()}
+    if tables.pop_af is None:
+        batch["af_p"] = batch["af"]
+    else:
+        table, rows = tables.pop_af
+        batch["af_p"] = torch.from_numpy(frame_features(table[rows[b0:b1], sl])).to(dev)
+    batch["hap_1"], batch["hap_2"] = toks[:, 0], toks[:, 1]
+    return batch
+
+
+@torch.no_grad()
+def infer_dosages(
+    model, panel, tables: ModelTables, tc: TargetCalls, dev: torch.device, batch_size: int, progress: bool
+) -> np.ndarray:
+    """Haplotype ALT probabilities ``[M, S, 2]`` float32, each site from its most central window."""
+    layout, n_samp = tables.layout, tc.n_samples
+    hds = np.zeros((panel.n_sites, n_samp, 2), dtype=np.float32)
+    refs = _References(model, panel, tables, dev) if tables.k > 0 else None
+    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    bar = progress_bar(panel.n_sites, desc="imputing", unit=" sites", enabled=progress)
+    for w in range(len(layout)):
+        sl = layout.sites(w)
+        keep = np.flatnonzero(tables.central[sl] == w)
+        if keep.size == 0:
+            continue
+        for b0 in range(0, n_samp, batch_size):
+            b1 = min(n_samp, b0 + batch_size)
+            batch = _window_batch(panel, tables, tc, w, b0, b1, dev)
+            if refs is not None:
+                refs.add_to(batch, w)
+            if amp is not None:
+                with amp:
+                    out = model.forward_logits(batch)
+            else:
+                out = model.forward_logits(batch)
+            for j, key in enumerate(("hap1_logits", "hap2_logits")):
+                p = torch.softmax(out[key].float(), -1)[:, 1:-1, 1].cpu().numpy()  # [B, n]
+                hds[sl.start + keep, b0:b1, j] = p[:, keep].T
+        bar.update(int(keep.size))
+    bar.close()
+    return hds
