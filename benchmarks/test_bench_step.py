@@ -57,7 +57,6 @@ def test_step_cpu_small(benchmark, version):
 
 def test_step_cpu_no_slower_than_plain(benchmark, one_thread):
     """Our V18 step against stock PyTorch modules of the same sizes, same process, interleaved."""
-    torch.manual_seed(0)
     batch = make_batch(CPU_SMALL, CPU)
     ours = build_model(CPU_SMALL, "v18", CPU)
     plain = build_plain_model(CPU_SMALL, CPU)
@@ -120,7 +119,6 @@ def _cuda():
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_step_seed_gpu(benchmark, compiled):
     dev = _cuda()
-    torch.manual_seed(0)
     model = build_model(SEED, "v18", dev)
     opt = make_optimizer(model, dev)
     batch = make_batch(SEED, dev)

@@ -25,7 +25,7 @@ def rec(pos, gts=("0|1", "1|0", "0|0"), chrom="20", ref="A", alt="G"):
 
 
 def good_records(n=20, start=100, step=10, chrom="20"):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     return [
         rec(start + step * i, [f"{a}|{b}" for a, b in rng.integers(0, 2, (3, 2))], chrom) for i in range(n)
     ]

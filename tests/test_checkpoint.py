@@ -76,7 +76,7 @@ def _state(net, panel, opt=None):
 
 
 def test_round_trip_weights_only(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     torch.manual_seed(int(rng.integers(1 << 30)))
     net, panel = _Net(), _panel(rng)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -123,7 +123,7 @@ def test_save_refuses_non_plain_objects(tmp_path):
 
 
 def test_pickled_object_refused(tmp_path):
-    net, panel = _Net(), _panel(np.random.default_rng())
+    net, panel = _Net(), _panel(np.random.default_rng(np.random.randint(2**31)))
     state = _state(net, panel)
     state["format"] = "vcfbert-fast-checkpoint"
     state["evil"] = _NotPlain()
@@ -144,7 +144,7 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_config_mismatch_names_keys(tmp_path):
-    net, panel = _Net(dims=8, n_layers=2), _panel(np.random.default_rng())
+    net, panel = _Net(dims=8, n_layers=2), _panel(np.random.default_rng(np.random.randint(2**31)))
     save_checkpoint(tmp_path / "ck.pt", _state(net, panel))
     with pytest.raises(CheckpointError, match=r"model config mismatch.*n_layers=2 vs 3") as ei:
         load_checkpoint(tmp_path / "ck.pt", model=_Net(dims=8, n_layers=3))
@@ -152,7 +152,7 @@ def test_config_mismatch_names_keys(tmp_path):
 
 
 def test_missing_and_unexpected_weights(tmp_path):
-    net, panel = _Net(), _panel(np.random.default_rng())
+    net, panel = _Net(), _panel(np.random.default_rng(np.random.randint(2**31)))
     state = _state(net, panel)
     state["model_state"]["extra.weight"] = torch.zeros(1)
     del state["model_state"]["layers.1.bias"]
@@ -174,7 +174,7 @@ def test_missing_and_unexpected_weights(tmp_path):
 
 
 def test_shape_mismatch(tmp_path):
-    net, panel = _Net(), _panel(np.random.default_rng())
+    net, panel = _Net(), _panel(np.random.default_rng(np.random.randint(2**31)))
     state = _state(net, panel)
     state["model_state"]["layers.0.weight"] = torch.zeros(4, 8)
     save_checkpoint(tmp_path / "ck.pt", state)
@@ -183,7 +183,7 @@ def test_shape_mismatch(tmp_path):
 
 
 def test_vocab_mismatch(tmp_path):
-    net, panel = _Net(), _panel(np.random.default_rng())
+    net, panel = _Net(), _panel(np.random.default_rng(np.random.randint(2**31)))
     state = _state(net, panel)
     state["vocab"] = {**VOCAB, "MASK": 9}
     save_checkpoint(tmp_path / "ck.pt", state)
@@ -192,7 +192,7 @@ def test_vocab_mismatch(tmp_path):
 
 
 def test_panel_layout_mismatch(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     net, panel = _Net(), _panel(rng)
     save_checkpoint(tmp_path / "ck.pt", _state(net, panel))
     load_checkpoint(tmp_path / "ck.pt", model=net, panel=panel)  # same panel: fine
@@ -210,7 +210,7 @@ def test_panel_layout_mismatch(tmp_path):
 
 
 def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    net, panel = _Net(), _panel(np.random.default_rng())
+    net, panel = _Net(), _panel(np.random.default_rng(np.random.randint(2**31)))
     path = save_checkpoint(tmp_path / "ck.pt", _state(net, panel))
     before = path.read_bytes()
 

@@ -20,7 +20,14 @@ from vcfbert_fast.io import Panel
 from vcfbert_fast.masking import MaskSchedule, window_mask
 from vcfbert_fast.windows import make_windows
 
-rng = np.random.default_rng()
+rng = np.random.default_rng()  # reseeded from the test seed by _reseed
+
+
+@pytest.fixture(autouse=True)
+def _reseed(seed):
+    """The module's generator draws from this test's printed seed (root conftest), so failures replay."""
+    global rng
+    rng = np.random.default_rng(seed)
 POPS = np.array(["AFR", "EUR", "EAS"], dtype=object)
 KEYS = {
     "hap_1",

@@ -59,7 +59,7 @@ def _gt(n: int) -> str:
 
 @pytest.fixture()
 def files(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     panel_recs = []
     for pos, k in PANEL_ALT.items():
         haps = np.zeros(500, dtype=int)

@@ -47,7 +47,7 @@ def brute(panel, samples, labels=None):
 
 
 def test_global_frequencies_all_and_subset():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     for _ in range(3):
         panel = random_panel(rng)
         for subset in (
@@ -66,7 +66,7 @@ def test_global_frequencies_all_and_subset():
 
 
 def test_population_frequencies():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     panel = random_panel(rng)
     subset = np.sort(rng.choice(panel.n_samples, size=max(1, panel.n_samples // 2), replace=False))
     f = compute_frequencies(panel, subset)
@@ -89,7 +89,7 @@ def test_population_frequencies():
 
 
 def test_no_populations_gives_global_af():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     panel = random_panel(rng, with_pops=False)
     f = compute_frequencies(panel)
     assert f.pop_af is None and f.populations == []

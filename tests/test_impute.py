@@ -88,7 +88,7 @@ def test_impute_output_contract(small_sim, tmp_path, k):
 
     if k and not _has_retrieval_ops():
         pytest.skip("retrieval ops (vcfbert_fast.ops.hamming_topk) not available in this checkout")
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     panel = read_panel(small_sim.ref_vcf, progress=False)
     ckpt = _fresh_checkpoint(tmp_path / "m.pt", panel, k)
     target, extra_keys = _edit_target(small_sim.target_vcf, tmp_path / "t.vcf.gz", panel, rng)
@@ -163,7 +163,7 @@ def test_unphased_target_refused_then_allowed(small_sim, tmp_path):
     from vcfbert_fast.impute import impute
     from vcfbert_fast.io import read_panel
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     panel = read_panel(small_sim.ref_vcf, progress=False)
     ckpt = _fresh_checkpoint(tmp_path / "m.pt", panel, 0)
     target, _ = _edit_target(small_sim.target_vcf, tmp_path / "u.vcf.gz", panel, rng, unphase=True)

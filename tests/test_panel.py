@@ -112,7 +112,7 @@ def _write(tmp_path, text, name="p.vcf"):
 
 @pytest.mark.parametrize("engine", ["auto", "cyvcf2", "text"])
 def test_plain_vcf_matches_independent_parse(tmp_path, engine):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     for trial in range(3):
         n_s, n_m = int(rng.integers(1, 9)), int(rng.integers(1, 80))
         _, text = random_panel_vcf(rng, n_s, n_m)
@@ -126,7 +126,7 @@ def test_plain_vcf_matches_independent_parse(tmp_path, engine):
 @pytest.mark.skipif(shutil.which("bgzip") is None, reason="bgzip not installed")
 def test_many_chunks_and_bgzip(tmp_path):
     """More sites than one internal chunk (1024), bgzipped: both engines agree with the parse."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     _, text = random_panel_vcf(rng, int(rng.integers(2, 6)), int(rng.integers(2100, 2600)))
     plain = _write(tmp_path, text)
     subprocess.run(["bgzip", "-k", "-f", str(plain)], check=True)
@@ -139,7 +139,7 @@ def test_many_chunks_and_bgzip(tmp_path):
 def test_plain_gzip_not_bgzf(tmp_path):
     import gzip
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     _, text = random_panel_vcf(rng, 3, 40)
     p = tmp_path / "p.vcf.gz"
     with gzip.open(p, "wt") as fh:
@@ -148,7 +148,7 @@ def test_plain_gzip_not_bgzf(tmp_path):
 
 
 def test_extra_format_fields_fall_back_to_cyvcf2(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     _, text = random_panel_vcf(rng, 4, 50, extra_format=True)
     p = _write(tmp_path, text)
     _assert_same(read_panel(p, progress=False), parse_vcf_text(text))
@@ -158,7 +158,7 @@ def test_extra_format_fields_fall_back_to_cyvcf2(tmp_path):
 
 @pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 def test_bcf_input(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     _, text = random_panel_vcf(rng, 5, 120)
     plain = _write(tmp_path, text)
     bcf = tmp_path / "p.bcf"
@@ -168,7 +168,7 @@ def test_bcf_input(tmp_path):
 
 @pytest.mark.parametrize("engine", ["auto", "cyvcf2"])
 def test_skipped_records_counted(tmp_path, engine):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     _, text = random_panel_vcf(rng, 4, 300, skips=True)
     p = _write(tmp_path, text)
     with warnings.catch_warnings(record=True) as w:
@@ -184,7 +184,7 @@ def test_skipped_records_counted(tmp_path, engine):
 
 
 def test_panel_file_with_and_without_header(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     samples, text = random_panel_vcf(rng, 6, 10)
     vcf = _write(tmp_path, text)
     pops = {s: rng.choice(["YRI", "CEU", "CHB"]) for s in samples}
@@ -205,7 +205,7 @@ def test_panel_file_with_and_without_header(tmp_path):
 
 
 def test_panel_file_missing_samples(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     samples, text = random_panel_vcf(rng, 8, 5)
     vcf = _write(tmp_path, text)
     pf = tmp_path / "panel.txt"

@@ -40,7 +40,7 @@ def random_target(rng, tmp_path, n_samples, n_sites, contig="20"):
 
 
 def test_target_missing_and_unphased(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     n_s, n_m = int(rng.integers(1, 7)), int(rng.integers(1, 60))
     p, samples, positions, ref, alt, calls = random_target(rng, tmp_path, n_s, n_m)
     t = read_target(p)
@@ -57,7 +57,7 @@ def test_target_missing_and_unphased(tmp_path):
 
 
 def test_target_sample_subset(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     p, samples, *_ = random_target(rng, tmp_path, 6, 30)
     pick = [samples[4], samples[1]]
     t = read_target(p, samples=pick)
@@ -81,7 +81,7 @@ def _panel(positions, ref, alt, contig="20"):
 
 
 def test_alignment_counts_on_constructed_cases(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     m = int(rng.integers(20, 200))
     pos = np.sort(rng.choice(np.arange(1, 10 * m), size=m, replace=False))
     ref = [BASES[i] for i in rng.integers(0, 4, m)]
@@ -128,7 +128,7 @@ def test_alignment_counts_on_constructed_cases(tmp_path):
 
 
 def test_alignment_contig_error_without_chr_prefix_hint(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     p, *_ = random_target(rng, tmp_path, 2, 5, contig="21")
     t = read_target(p)
     panel = _panel(t.positions, t.ref, t.alt, contig="20")

@@ -126,7 +126,7 @@ def _random_batch(rng, b, length):
 
 
 def test_metrics_match_numpy_reference():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     batches = [_random_batch(rng, int(rng.integers(1, 6)), int(rng.integers(10, 40))) for _ in range(4)]
     m = ImputationMetrics()
     for logits, b in batches:
@@ -336,7 +336,7 @@ def test_store_references_are_the_frozen_refresh_snapshot(panel, tmp_path, one_t
     ds = tr.train_ds
     item = ds[w * len(tr.train_samples)]
     pos, af = item["pos"][None], item["af"][None]
-    rows = torch.from_numpy(np.random.default_rng().choice(2 * tr.train_samples, size=(2, 2)))
+    rows = torch.from_numpy(np.random.default_rng(np.random.randint(2**31)).choice(2 * tr.train_samples, size=(2, 2)))
     got = tr.references(w, rows, live, pos, af)
     assert got.dtype == torch.bfloat16 and not got.requires_grad
     tok = torch.from_numpy(frame_tokens(panel.haplotypes[rows.reshape(-1).numpy(), tr.layout.sites(w)]))
@@ -352,7 +352,7 @@ def test_live_reference_encoding_equals_full_embedding(panel):
     from vcfbert_fast.store import ReferenceEmbeddings
     from vcfbert_fast.windows import frame_features, frame_tokens, make_windows, scaled_positions
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     layout = make_windows(panel.n_sites, int(rng.integers(50, 200)))
     w = int(rng.integers(len(layout)))
     sl = layout.sites(w)

@@ -54,7 +54,7 @@ def _random_sites(rng, m=300, s=7):
 def test_written_vcf_is_sorted_indexed_consistent(tmp_path):
     import cyvcf2
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     sites, _unph = _random_sites(rng)
     m, s = sites.hds.shape[:2]
     samples = [f"T{i}" for i in range(s)]
@@ -114,7 +114,7 @@ def test_written_vcf_is_sorted_indexed_consistent(tmp_path):
 
 @pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 def test_bcftools_accepts_output(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     sites, _ = _random_sites(rng, m=120, s=3)
     out = tmp_path / "b.vcf.gz"
     write_imputed_vcf(out, sites, ["a", "b", "c"])
@@ -136,7 +136,7 @@ def test_bcftools_accepts_output(tmp_path):
 
 
 def test_estimated_r2_formula():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     hds = rng.random((5, 11, 2))
     af, r2 = estimated_r2(hds)
     for i in range(5):

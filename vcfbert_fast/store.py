@@ -8,7 +8,8 @@ Two sources behind one call, ``encode(window_idx, ref_rows [B, K], embedding_lay
   ALLELE_1) and each reference is a per-site select (``O(L*D)`` layer work, exactly what running
   the layer on every row gives, values and gradients); otherwise on the batch's DISTINCT rows
   once (queries of a batch often retrieve the same references).
-* ``"store"``: every reference row of a window pre-encoded once (bf16, in host memory, pinned
+* ``"store"`` with the host store (``host_store=True``; today only the benchmarks build one, neither
+  ``train`` nor ``impute`` does): every reference row of a window pre-encoded once (bf16, in host memory, pinned
   when CUDA is available) with a frozen snapshot of the embedding taken at ``refresh()``; a
   call is one ``ops.gather_rows`` into a preallocated device buffer (zero-copy UVA kernel on
   CUDA). No gradient reaches the embedding from the references and entries are as old as the
