@@ -15,6 +15,14 @@ TORCH_LIBRARY(vcfbert_fast, m) {
   // CUDA kernel (Triton) and the fake are registered from Python (vcfbert_fast/ops/hamming.py).
   // Returns exact int64 distances and int64 reference rows, ascending, ties -> lowest row.
   m.def("hamming_topk(Tensor query_bits, Tensor ref_bits, Tensor? weights, int k) -> (Tensor, Tensor)");
+  // Haplotype matching over typed markers (csrc/cpu/pbwt_cpu.cpp has the contract): per query and
+  // selection point, the k rows whose exact match runs longest left + right from the point.
+  // Returns rows int64 [Q, P, k], left and right run lengths int32 [Q, P, k] (-1 padding).
+  m.def(
+      "pbwt_donors(Tensor ref_bits, Tensor query, Tensor exclude, Tensor query_ids, Tensor points, int k, "
+      "int seed) -> (Tensor, Tensor, Tensor)");
+  // Left and right exact-match run lengths of (query, row, boundary) triples, int32 [Q, R] each.
+  m.def("match_runs(Tensor ref_bits, Tensor query, Tensor rows, Tensor bounds) -> (Tensor, Tensor)");
 }
 
 // `import vcfbert_fast._C` loads this library (running the static registrations above and in

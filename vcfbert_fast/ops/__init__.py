@@ -17,6 +17,7 @@ from .hamming import (
     quantize_weights,
     unpack_bits,
 )
+from .pbwt import match_runs, match_runs_reference, pbwt_backend, pbwt_donors, pbwt_donors_reference
 
 __all__ = [
     "embed_flatten",
@@ -28,7 +29,12 @@ __all__ = [
     "hamming_backend",
     "hamming_topk",
     "hamming_topk_reference",
+    "match_runs",
+    "match_runs_reference",
     "pack_bits",
+    "pbwt_backend",
+    "pbwt_donors",
+    "pbwt_donors_reference",
     "quantize_weights",
     "unpack_bits",
 ]
