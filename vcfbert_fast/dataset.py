@@ -153,7 +153,15 @@ class EmbeddingRAGDataset(torch.utils.data.Dataset):
     def site_mask(self, window_idx: int, epoch: int | None = None) -> np.ndarray:
         """The window's training mask over its sites, bool [n] (read-only, cached)."""
         e = self.epoch if epoch is None else int(epoch)
-        return self.mask_schedule.mask(e, int(window_idx), self.af[self.layout.sites(window_idx)])
+        sl = self.layout.sites(window_idx)
+        if self.mask_schedule.mode == "chromosome":
+            return self.mask_schedule.chromosome_mask(e, self.af)[sl]
+        return self.mask_schedule.mask(e, int(window_idx), self.af[sl])
+
+    def typed_sites(self, epoch: int | None = None) -> np.ndarray:
+        """Chromosome mode: indices of the epoch's typed (unmasked) sites over the whole panel."""
+        e = self.epoch if epoch is None else int(epoch)
+        return np.flatnonzero(~self.mask_schedule.chromosome_mask(e, self.af))
 
     def token_mask(self, window_idx: int, epoch: int | None = None) -> torch.Tensor:
         """The mask framed like the tokens, bool [n + 2] (False at SOS/EOS)."""

@@ -81,7 +81,7 @@ def window_mask(
     return mask
 
 
-MASK_MODES = ("curriculum", "random", "array")
+MASK_MODES = ("curriculum", "random", "array", "chromosome")
 
 
 def array_keep_weights(af) -> np.ndarray:
@@ -143,7 +143,7 @@ class MaskSchedule:
     max_rate: float = 0.8
     rare_af: float = 0.05
     rare_p: float = 0.7
-    mode: str = "curriculum"  # "curriculum" | "random" | "array" (module docstring)
+    mode: str = "curriculum"  # "curriculum" | "random" | "array" | "chromosome" (module docstring)
     rate: float | None = None  # the fixed mask rate of "random" / "array"
     cache_size: int = 256
     _cache: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
@@ -179,11 +179,39 @@ class MaskSchedule:
             return (
                 f"random: common {self.rate:g}, rare (AF < {self.rare_af:g}) {max(self.rare_p, self.rate):g}"
             )
+        where = "over the whole chromosome" if self.mode == "chromosome" else "per window"
         return (
-            f"array: {self.rate:g} of sites masked, kept sites drawn with weight sqrt(MAF) (x0.02 < MAF 1%)"
+            f"{self.mode}: {self.rate:g} of sites masked {where}, kept sites drawn with weight sqrt(MAF)"
+            " (x0.02 < MAF 1%)"
         )
 
+    def chromosome_mask(self, epoch: int, af) -> np.ndarray:
+        """``chromosome`` mode: one array-like mask over every site of the chromosome, bool ``[M]``.
+
+        The typed markers (False) are drawn once per epoch for the whole chromosome, so a window
+        sees typed markers beyond its ends, as imputation does, and the matching index is rebuilt
+        over them each epoch. ``array_mask(af_all, rate, epoch, 0, seed)``; read-only, cached.
+        """
+        if self.mode != "chromosome":
+            raise InputError(None, f"chromosome_mask in mask mode {self.mode!r}", "use mode='chromosome'")
+        a = np.ascontiguousarray(af, dtype=np.float64).reshape(-1)
+        key = ("chromosome", int(epoch), a.shape[0], hash(a.tobytes()))
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = array_mask(a, float(self.rate), epoch, 0, self.seed)
+            hit.flags.writeable = False
+            self._cache[key] = hit
+            while len(self._cache) > max(self.cache_size, 1):
+                self._cache.popitem(last=False)
+        return hit
+
     def mask(self, epoch: int, window_idx: int, af) -> np.ndarray:
+        if self.mode == "chromosome":
+            raise InputError(
+                None,
+                "mask mode 'chromosome' draws one mask per chromosome, not per window",
+                "call chromosome_mask(epoch, af of every site) and slice the window's sites",
+            )
         a = np.ascontiguousarray(af, dtype=np.float64).reshape(-1)
         # The AF bytes are part of the key so one schedule shared by two panels cannot mix masks.
         key = (int(epoch), int(window_idx), a.shape[0], hash(a.tobytes()))
