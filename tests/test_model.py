@@ -54,6 +54,18 @@ def make_batch(b: int, length: int, k: int | None = None, rag: str | None = None
     return x
 
 
+def donor_inputs(b: int, k: int, length: int) -> dict:
+    """Per-donor match features and alleles (0 at SOS/EOS) for the attention and copy paths."""
+    out = {}
+    for h in ("h1", "h2"):
+        f = torch.rand(b, k, length, 6)
+        a = torch.randint(0, 2, (b, k, length))
+        f[:, :, 0] = f[:, :, -1] = 0
+        a[:, :, 0] = a[:, :, -1] = 0
+        out[f"rag_feat_{h}"], out[f"rag_allele_{h}"] = f, a
+    return out
+
+
 def with_labels(x: dict) -> dict:
     b, length = x["hap_1"].shape
     y = dict(x)
@@ -279,7 +291,7 @@ def test_padding_does_not_leak(cls, rag):
 
 
 def test_v18_matches_manual_composition():
-    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config()).eval()
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config(k_pool="mean")).eval()
     x = make_batch(2, 10, 3, "emb")
     with torch.no_grad():
         h1, h2, e1, e2 = bert(x)
@@ -297,7 +309,7 @@ def test_v18_matches_manual_composition():
 
 
 def test_v17_encodes_references_fully():
-    bert = BERTWithRAG(VOCAB_SIZE, config=small_config()).eval()
+    bert = BERTWithRAG(VOCAB_SIZE, config=small_config(k_pool="mean")).eval()
     k, length = 3, 10
     x = make_batch(2, length, k, "seg")
     with torch.no_grad():
@@ -364,9 +376,13 @@ def test_bf16_rag_store_is_cast():
 
 @pytest.mark.parametrize("cls,rag", [(BERTWithEmbeddingRAG, "emb"), (BERTWithRAG, "seg")])
 def test_gradients_reach_everything(cls, rag):
-    model = BERTFoundationModel(cls(VOCAB_SIZE, config=small_config()))
+    # V17 takes no donor features: its seed fusion (mean, no copy head) has every parameter in use
+    cfg = small_config() if rag == "emb" else small_config(k_pool="mean", copy_head=False)
+    model = BERTFoundationModel(cls(VOCAB_SIZE, config=cfg))
     model.train()
     batch = with_labels(make_batch(3, 11, 2, rag))
+    if rag == "emb":  # the donor inputs: every parameter (prior MLPs, copy gate) then gets a gradient
+        batch.update(donor_inputs(3, 2, 11))
     if rag == "emb":
         batch["rag_emb_h1"].requires_grad_(True)
         batch["rag_emb_h2"].requires_grad_(True)
@@ -433,13 +449,18 @@ def test_heads_use_their_features():
 # ---------------------------------------------------------------------------------------------
 
 
-def hand_count(d: int, layers: int, ffn: int = 4, nf: int = 32, vocab: int = VOCAB_SIZE) -> dict:
+def hand_count(
+    d: int, layers: int, ffn: int = 4, nf: int = 32, vocab: int = VOCAB_SIZE, attention=True, copy=True, mf=6
+) -> dict:
     lin = lambda i, o, bias=True: i * o + (o if bias else 0)
     embedding = vocab * d + nf + lin(2 * nf, d) + lin(d, d) + lin(d + 2, d) + lin(d, d) + 2 * d
-    fusion = lin(2 * d, d) + lin(d, d) + lin(3, 32) + lin(32, 1) + 1
+    donor_attention = lin(d, d) + lin(d, d) + lin(mf, 16) + lin(16, 1) + mf  # q, v, prior MLP, vote weight
+    fusion = lin(2 * d, d) + lin(d, d) + lin(3, 32) + lin(32, 1) + 1 + (donor_attention if attention else 0)
     block = 2 * d + lin(d, 3 * d) + lin(d, d) + 2 * d + lin(d, ffn * d) + lin(ffn * d, d)
     encoder = layers * block + 2 * d
     heads = lin(d + 2, d) + lin(d, 2) + lin(7, 32) + lin(32, 4)
+    if copy:
+        heads += donor_attention - lin(d, d) + lin(d + 2, 32) + lin(32, 1)  # no value map
     return {
         "total": embedding + fusion + encoder + heads,
         "embedding": embedding,
@@ -450,10 +471,12 @@ def hand_count(d: int, layers: int, ffn: int = 4, nf: int = 32, vocab: int = VOC
 
 
 def test_parameter_counts_seed_config():
-    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, 192, 10, 6, 0.1)
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, 192, 10, 6, 0.1, k_pool="mean", copy_head=False)
     counts = count_parameters(BERTFoundationModel(bert))
     print("seed config (dims 192, 10 layers, 6 heads):", counts)
-    assert counts == hand_count(192, 10)
+    assert counts == hand_count(192, 10, attention=False, copy=False)
+    default = count_parameters(BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, 192, 10, 6, 0.1)))
+    assert default == hand_count(192, 10)  # donor attention and the copy head
     assert counts["encoder"] == 10 * (12 * 192**2 + 13 * 192) + 2 * 192  # 12 D^2 + 13 D per pre-LN block
     bare = count_parameters(bert)
     assert bare["heads"] == 0 and bare["total"] == counts["total"] - counts["heads"]
@@ -522,3 +545,82 @@ def test_cpu_bf16_autocast_train_step():
     assert torch.isfinite(total)
     for key in ("hap1_logits", "gt_logits", "h1"):
         torch.testing.assert_close(out[key].float(), ref[key], rtol=0.05, atol=0.05)
+
+
+def test_donor_attention_matches_manual_softmax():
+    bert = BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config()).eval()
+    b, k, length = 2, 5, 9
+    x = {**make_batch(b, length, k, "emb"), **donor_inputs(b, k, length)}
+    att = bert.fusion.attention
+    with torch.no_grad():
+        att.prior[2].weight.normal_()  # at init the prior is near 0: make the features count
+        h1 = bert(x)[0]
+        emb = bert.embedding(x["hap_1"], x["pos"], x["af"])
+        refs, feats = x["rag_emb_h1"], x["rag_feat_h1"]
+        pooled = torch.zeros_like(emb)
+        for i in range(b):  # loops: score each donor at each site, softmax over donors
+            for site in range(length):
+                q = att.q(emb[i, site])
+                score = torch.stack(
+                    [
+                        q @ refs[i, j, site] / D**0.5
+                        + att.prior(feats[i, j, site]).squeeze()
+                        + feats[i, j, site] @ att.vote_weight
+                        for j in range(k)
+                    ]
+                )
+                w = torch.softmax(score, 0)
+                pooled[i, site] = att.v((w[:, None] * refs[i, :, site]).sum(0))
+        fused = bert.fusion(emb, pooled, x["af"])
+        torch.testing.assert_close(h1, bert.encoder(fused), rtol=1e-4, atol=1e-4)
+        # the features matter: other features, other donor weights
+        w_other = att.weights(emb, refs, torch.rand_like(feats))
+        assert (w_other - att.weights(emb, refs, feats)).abs().max() > 1e-3
+
+
+def test_copy_head_mixes_donor_alleles():
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config())).eval()
+    b, k, length = 2, 4, 8
+    x = {**make_batch(b, length, k, "emb"), **donor_inputs(b, k, length)}
+    with torch.no_grad():
+        out = model.forward_logits(x)
+        p = torch.softmax(out["hap1_logits"].float(), -1)
+        torch.testing.assert_close(p.sum(-1), torch.ones(b, length))
+        # by hand: gate * (donor weights . alleles) + (1 - gate) * the transformer's own head
+        h = out["h1"]
+        feat = torch.cat([h, torch.stack([x["af"], x["af_p"]], -1)], -1)
+        w = model.copy.attention.weights(h, x["rag_emb_h1"], x["rag_feat_h1"])
+        g = torch.sigmoid(model.copy.gate(feat).squeeze(-1))
+        own = torch.softmax(model.hap_head(feat), -1)[..., 1]
+        want = g * (w * x["rag_allele_h1"].float()).sum(1) + (1 - g) * own
+        torch.testing.assert_close(p[..., 1], want.clamp(1e-5, 1 - 1e-5), rtol=1e-4, atol=1e-5)
+        # every donor carrying ALT pushes p up; none pushes it down
+        ones = {**x, "rag_allele_h1": torch.ones_like(x["rag_allele_h1"])}
+        zeros = {**x, "rag_allele_h1": torch.zeros_like(x["rag_allele_h1"])}
+        p1 = torch.softmax(model.forward_logits(ones)["hap1_logits"], -1)[..., 1]
+        p0 = torch.softmax(model.forward_logits(zeros)["hap1_logits"], -1)[..., 1]
+        assert bool((p1 >= p[..., 1] - 1e-6).all() and (p0 <= p[..., 1] + 1e-6).all())
+        # without donor alleles the drop-in call still works (no copy)
+        plain = {kk: v for kk, v in x.items() if not kk.startswith(("rag_allele", "rag_feat"))}
+        assert model(plain)[0].shape == (b, length, 2)
+
+
+def test_old_checkpoint_config_keeps_its_fusion():
+    d = small_config(k_pool="mean").to_dict()
+    del d["copy_head"], d["n_match_features"]
+    old = ModelConfig.from_dict(d)
+    assert old.copy_head is False and old.k_pool == "mean"
+
+
+def test_copy_head_starts_as_the_donor_vote():
+    """At initialisation the copy weights are the vote's: softmax(0.1 * (left + right)) via the last feature."""
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config())).eval()
+    b, k, length = 2, 5, 7
+    x = {**make_batch(b, length, k, "emb"), **donor_inputs(b, k, length)}
+    tot = torch.randint(0, 60, (b, k, length)).float()
+    x["rag_feat_h1"][..., 5] = (tot - tot.amax(1, keepdim=True)) / 10
+    with torch.no_grad():
+        model.copy.attention.prior[2].weight.zero_()  # isolate the vote term from the (small) MLP prior
+        h = model.forward_logits(x)["h1"]
+        w = model.copy.attention.weights(h, x["rag_emb_h1"], x["rag_feat_h1"])
+    torch.testing.assert_close(w, torch.softmax(0.1 * tot, dim=1), rtol=1e-5, atol=1e-6)

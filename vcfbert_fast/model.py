@@ -20,11 +20,14 @@ __all__ = [
     "BERTFoundationModel",
     "BERTWithEmbeddingRAG",
     "BERTWithRAG",
+    "CopyHead",
+    "DonorAttention",
     "HaplotypeEmbedding",
     "ModelConfig",
     "RAGFusion",
     "TransformerEncoder",
     "count_parameters",
+    "lookup_references",
     "sinusoidal_table",
 ]
 
@@ -41,20 +44,24 @@ class ModelConfig:
     ffn_mult: int = 4
     n_af_freqs: int = 32
     max_len: int = 1030  # length of the precomputed sinusoidal table; longer inputs compute their own
-    k_pool: str = "mean"  # how the K references are pooled: "mean" or "max"
+    k_pool: str = "attention"  # how the K references are pooled: "attention", "mean" or "max"
+    copy_head: bool = True  # mix the donors' alleles into the prediction (needs rag_allele_*)
+    n_match_features: int = 6  # per-donor features in rag_feat_* (matching.MATCH_FEATURES)
 
     def __post_init__(self) -> None:
         if self.dims % self.attn_heads:
             raise ValueError(f"dims ({self.dims}) must be divisible by attn_heads ({self.attn_heads})")
         if self.dims % 2:
             raise ValueError(f"dims ({self.dims}) must be even (sinusoidal positions pair sin/cos)")
-        if self.k_pool not in ("mean", "max"):
-            raise ValueError(f"k_pool must be 'mean' or 'max', not {self.k_pool!r}")
+        if self.k_pool not in ("attention", "mean", "max"):
+            raise ValueError(f"k_pool must be 'attention', 'mean' or 'max', not {self.k_pool!r}")
+        if self.n_match_features < 1:
+            raise ValueError(f"n_match_features must be >= 1, not {self.n_match_features}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 
     def to_dict(self) -> dict:
-        return {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in asdict(self).items()}
+        return {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -62,6 +69,9 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        d = dict(d)
+        if "k_pool" in d and "copy_head" not in d:  # a checkpoint from before donors: as it was trained
+            d["copy_head"] = False
         return cls(**d)
 
 
@@ -157,8 +167,69 @@ class HaplotypeEmbedding(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# RAG fusion (V18): pool the K references, AF-gated residual MLP
+# RAG fusion (V18): pool the K references (attention over donors, or mean/max), AF-gated residual MLP
 # ----------------------------------------------------------------------------------------------
+
+
+class DonorAttention(nn.Module):
+    """Per-site attention over the K donors: ``softmax_k(q(x_l) . r_kl / sqrt(D) + prior(f_kl))``.
+
+    ``prior`` scores a donor by its match features (run lengths; ``rag_feat``), the dot product by
+    its allele's embedding against the query's context. Linear maps commute with the weighted sum,
+    so the keys are folded into the query (``q`` maps ``x`` into the references' space) and the
+    values are one projection of the pooled references: the cost is one ``[N, K, L, D]`` product,
+    not three projections of it. Returns ``(pooled [N, L, D], weights [N, K, L])``.
+    """
+
+    def __init__(self, dims: int, n_features: int, values: bool = True):
+        super().__init__()
+        self.q = nn.Linear(dims, dims)
+        self.v = nn.Linear(dims, dims) if values else None  # the copy head needs only the weights
+        self.prior = _mlp(n_features, 16, 1)  # runs on every (donor, site): keep it small
+        # A linear term on the features that starts as the donor vote: the last match feature is
+        # (left + right - best) / 10, so weight 1 there gives softmax(0.1 * (left + right)), the
+        # vote's weights (matching.VOTE_ALPHA). A Parameter, so the model's Linear init leaves it.
+        vote = torch.zeros(n_features)
+        vote[-1] = 1.0
+        self.vote_weight = nn.Parameter(vote)
+        self.scale = 1.0 / math.sqrt(dims)
+
+    def weights(self, x: torch.Tensor, refs, feats: torch.Tensor | None) -> torch.Tensor:
+        """``[N, K, L]`` softmax over donors. ``refs``: ``[N, K, L, D]``, or factored as
+        ``(table [L, V, D], tokens [N, K, L])`` (``refs = table[l, tokens]``, never materialised)."""
+        q = self.q(x)
+        if isinstance(refs, tuple):  # score by token: O(N L V D) instead of O(N K L D)
+            table, tok = refs
+            by_token = torch.einsum("nld,lvd->nlv", q.float(), table.float())
+            score = by_token.gather(2, tok.transpose(1, 2)).transpose(1, 2)
+        else:  # elementwise, not einsum: einsum would permute [N, K, L, D] into a bmm layout (copies)
+            score = (refs * q.to(refs.dtype).unsqueeze(1)).sum(-1).float()
+        score = score * self.scale
+        if feats is not None:
+            f = feats.to(self.prior[0].weight.dtype)
+            score = score + (self.prior(f).squeeze(-1) + f @ self.vote_weight).float()
+        return torch.softmax(score, dim=1)
+
+    def forward(self, x, refs, feats=None) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.weights(x, refs, feats)
+        if isinstance(refs, tuple):  # sum the weights per token, then one [L, V, D] product
+            table, tok = refs
+            n, _, length = tok.shape
+            per_token = torch.zeros(n, length, table.shape[1], dtype=w.dtype, device=w.device)
+            per_token.scatter_add_(2, tok.transpose(1, 2), w.transpose(1, 2))
+            pooled = torch.einsum("nlv,lvd->nld", per_token, table.float())
+        else:
+            pooled = (w.unsqueeze(-1).to(refs.dtype) * refs).sum(1)
+        return self.v(pooled.to(x.dtype)), w
+
+
+def lookup_references(refs) -> torch.Tensor:
+    """Factored references ``(table [L, V, D], tokens [N, K, L])`` -> ``[N, K, L, D]``; a tensor as is."""
+    if not isinstance(refs, tuple):
+        return refs
+    table, tok = refs
+    sites = torch.arange(table.shape[0], device=tok.device)
+    return table[sites[None, None, :], tok]
 
 
 def rare_indicator(af: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -179,13 +250,20 @@ class RAGFusion(nn.Module):
         super().__init__()
         d = config.dims
         self.k_pool = config.k_pool
+        self.attention = DonorAttention(d, config.n_match_features) if config.k_pool == "attention" else None
         self.update = _mlp(2 * d, d, d)
         self.gate = _mlp(3, 32, 1)
         self.rare_boost = nn.Parameter(torch.ones(()))
         self.drop = nn.Dropout(config.dropout)
 
-    def pool(self, refs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``[N, K, L, D] -> [N, L, D]`` in ``dtype`` (a bf16 store is read as is, reduced in fp32)."""
+    def pool(self, refs: torch.Tensor, dtype: torch.dtype, x=None, feats=None) -> torch.Tensor:
+        """``[N, K, L, D] -> [N, L, D]`` in ``dtype`` (a bf16 store is read as is, reduced in fp32).
+
+        ``attention`` needs the queries' embeddings ``x [N, L, D]`` (and takes the optional match
+        features ``feats [N, K, L, F]``)."""
+        if self.attention is not None:
+            return self.attention(x, refs, feats)[0].to(dtype)
+        refs = lookup_references(refs)
         if self.k_pool == "max":
             return refs.amax(dim=1).to(dtype)
         if refs.dtype == dtype:
@@ -321,7 +399,7 @@ class _HaplotypeBERT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embedding.token.weight.dtype
 
-    def _pooled_references(self, x: dict, pos: torch.Tensor, af: torch.Tensor, mask) -> torch.Tensor | None:
+    def _pooled_references(self, x: dict, pos, af, mask, emb: torch.Tensor) -> torch.Tensor | None:
         raise NotImplementedError
 
     def forward_cat(self, x: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +411,7 @@ class _HaplotypeBERT(nn.Module):
         if mask is not None:
             mask = torch.cat([mask, mask], dim=0).bool()
         emb = self.embedding(tokens, pos, af)
-        pooled = self._pooled_references(x, pos, af, mask)
+        pooled = self._pooled_references(x, pos, af, mask, emb)
         h = emb if pooled is None else self.fusion(emb, pooled, af)
         return self.encoder(h, mask), emb
 
@@ -352,19 +430,37 @@ def _rag_pair(x: dict, k1: str, k2: str) -> tuple[torch.Tensor, torch.Tensor] | 
     return (x[k1], x[k2]) if has1 else None
 
 
+def _donor_refs(x: dict):
+    """``(refs_h1, refs_h2)``: ``rag_emb_h1/h2 [B, K, L, D]``, or their factored form ``(rag_table
+    [L, V, D], rag_tok_h1/h2 [B, K, L])`` (the per-site table and the donors' tokens), or None."""
+    pair = _rag_pair(x, "rag_emb_h1", "rag_emb_h2")
+    if pair is not None or x.get("rag_table") is None:
+        return pair
+    toks = _rag_pair(x, "rag_tok_h1", "rag_tok_h2")
+    if toks is None:
+        raise ValueError("rag_table needs rag_tok_h1 and rag_tok_h2 (the donors' tokens)")
+    return (x["rag_table"], toks[0]), (x["rag_table"], toks[1])
+
+
 class BERTWithEmbeddingRAG(_HaplotypeBERT):
     """V18: reference *embeddings* ``rag_emb_h1/h2 [B, K, L, D]`` pooled over K and fused at the input.
+
+    The same references may come factored, as ``rag_table [L, V, D]`` (the per-site embedding of
+    every token) with the donors' tokens ``rag_tok_h1/h2 [B, K, L]``: ``rag_emb = rag_table[l, tok]``
+    without the ``[B, K, L, D]`` tensor (the CPU path of ``matching.donor_inputs``).
 
     One encoder pass for the queries; the references cost a gather and a mean, not an encoder
     pass. No ``rag_emb_*`` keys -> plain BERT (fusion skipped).
     """
 
-    def _pooled_references(self, x, pos, af, mask):
-        pair = _rag_pair(x, "rag_emb_h1", "rag_emb_h2")
+    def _pooled_references(self, x, pos, af, mask, emb):
+        pair = _donor_refs(x)
         if pair is None:
             return None
+        feats = _rag_pair(x, "rag_feat_h1", "rag_feat_h2") or (None, None)
+        e = emb.chunk(2, dim=0)
         # pool each haplotype's refs separately, then concat: avoids copying the [2B, K, L, D] tensor
-        return torch.cat([self.fusion.pool(r, self.dtype) for r in pair], dim=0)
+        return torch.cat([self.fusion.pool(r, self.dtype, e[i], feats[i]) for i, r in enumerate(pair)], dim=0)
 
 
 class BERTWithRAG(_HaplotypeBERT):
@@ -373,7 +469,7 @@ class BERTWithRAG(_HaplotypeBERT):
     pooled over K, fused into the query embedding by the same gated MLP, then the query is encoded.
     """
 
-    def _pooled_references(self, x, pos, af, mask):
+    def _pooled_references(self, x, pos, af, mask, emb):
         pair = _rag_pair(x, "rag_seg_h1", "rag_seg_h2")
         if pair is None:
             return None
@@ -384,12 +480,48 @@ class BERTWithRAG(_HaplotypeBERT):
             segs.reshape(n * k, length), pos.repeat_interleave(k, dim=0), af.repeat_interleave(k, dim=0)
         )
         ref = self.encoder(ref, ref_mask).view(n, k, length, -1)
-        return self.fusion.pool(ref, ref.dtype)
+        return self.fusion.pool(ref, ref.dtype, emb)
 
 
 # ----------------------------------------------------------------------------------------------
 # Heads
 # ----------------------------------------------------------------------------------------------
+
+
+class CopyHead(nn.Module):
+    """A pointer head: ``p = g * sum_k w_k a_k + (1 - g) * p_model`` at each site.
+
+    ``a_k`` are the donors' alleles (``rag_allele_h1/h2 [B, K, L]``), ``w`` a softmax over the K
+    donors of their match features (``rag_feat``) plus the encoder output's view of each donor's
+    allele embedding (``rag_emb``), ``g`` a gate from the encoder output and the site's AF. HMM
+    imputers copy from their donors; this lets the model do the same where the donors agree and
+    fall back on its own prediction where they do not. Returns 2-class logits ``log [1 - p, p]``.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.dims
+        self.attention = DonorAttention(d, config.n_match_features, values=False)
+        self.gate = _mlp(d + 2, 32, 1)
+        # Start as the donor vote: no content score, the vote's weights, and a gate near 1 (0.88),
+        # so training refines the vote instead of first having to find it.
+        nn.init.zeros_(self.attention.q.weight)
+        nn.init.zeros_(self.attention.q.bias)
+        nn.init.constant_(self.gate[2].bias, 2.0)
+        self.eps = 1e-5
+
+    def forward(self, x: dict, h: torch.Tensor, feat: torch.Tensor, hap_logits: torch.Tensor) -> torch.Tensor:
+        r1, r2 = _donor_refs(x)
+        refs = (r1[0], torch.cat([r1[1], r2[1]], dim=0)) if isinstance(r1, tuple) else torch.cat([r1, r2], dim=0)
+        alleles = torch.cat([x["rag_allele_h1"], x["rag_allele_h2"]], dim=0).float()
+        f = _rag_pair(x, "rag_feat_h1", "rag_feat_h2")
+        feats = None if f is None else torch.cat(f, dim=0)
+        w = self.attention.weights(h, refs, feats)  # [2B, K, L]
+        p_copy = (w * alleles).sum(1)
+        g = torch.sigmoid(self.gate(feat).float().squeeze(-1))
+        p_model = torch.softmax(hap_logits.float(), dim=-1)[..., 1]
+        p = (g * p_copy + (1.0 - g) * p_model).clamp(self.eps, 1.0 - self.eps)
+        return torch.stack([torch.log1p(-p), torch.log(p)], dim=-1)  # float32: log-probs near 0/1
 
 
 class BERTFoundationModel(nn.Module):
@@ -407,6 +539,7 @@ class BERTFoundationModel(nn.Module):
         d = bert.config.dims
         self.hap_head = _mlp(d + 2, d, 2)
         self.gt_head = _mlp(7, 32, 4)
+        self.copy = CopyHead(bert.config) if bert.config.copy_head else None
         _init_weights(self.hap_head, bert.config.n_layers)
         _init_weights(self.gt_head, bert.config.n_layers)
 
@@ -420,6 +553,8 @@ class BERTFoundationModel(nn.Module):
         af_p = torch.cat([x["af_p"], x["af_p"]], dim=0)
         feat = torch.cat([h, torch.stack([af, af_p], dim=-1).to(h.dtype)], dim=-1)
         hap_logits = self.hap_head(feat)  # [2B, L, 2]
+        if self.copy is not None and x.get("rag_allele_h1") is not None:
+            hap_logits = self.copy(x, h, feat, hap_logits)
         logp = torch.log_softmax(hap_logits.float(), dim=-1)
         lp1, lp2 = logp.chunk(2, dim=0)
         base = (lp1[..., :, None] + lp2[..., None, :]).flatten(-2)  # [B, L, 4], class 2a + b

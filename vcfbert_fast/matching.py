@@ -1,0 +1,334 @@
+"""Donors that match: the ``pbwt`` retrieval engine, per-site donor sets and the donor vote.
+
+HMM imputers copy each stretch of a target haplotype from the reference haplotypes that match
+it longest there (DESIGN.md section 7). :class:`PbwtRetriever` does that with the
+``pbwt_donors`` op (:mod:`vcfbert_fast.ops.pbwt`): over the panel's alleles at the typed markers
+(the target's array sites at imputation; the epoch's unmasked sites in training) a query
+haplotype gets, at one selection point every ``group`` typed markers, the ``k`` reference rows
+whose exact match runs longest left + right from the point, across the whole chromosome.
+
+Every site of a window then takes the donors of its segment (the group holding the site's
+boundary: the number of typed markers left of it) and, with :func:`~vcfbert_fast.ops.match_runs`,
+each donor's match run measured from the site itself, in markers and in base pairs. That is a
+:class:`SiteDonors`: rows, alleles and run lengths ``[B, K, n]``. From it come
+
+* ``tokens()``: the donors' framed allele tokens ``[B, K, n + 2]`` -> :func:`donor_embeddings`
+  -> ``rag_emb [B, K, L, D]`` (the per-site embedding table through ``ops.embed_flatten``);
+* ``features()``: the per-donor match features ``[B, K, L, F]`` the model weighs donors by;
+* ``vote()``: the donors' alleles weighted by ``softmax(alpha * (left + right))``, no learning
+  (``impute --model vote`` and the baseline the model must beat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .retrieval import Retriever
+from .vocab import ALLELE_0, EOS, SOS, VOCAB_SIZE
+
+__all__ = [
+    "MATCH_FEATURES",
+    "PbwtRetriever",
+    "SiteDonors",
+    "donor_embeddings",
+    "donor_inputs",
+    "framed_alleles",
+    "site_table",
+    "split_haplotypes",
+]
+
+# The per-donor features of SiteDonors.features(), in order (docs/RETRIEVAL.md).
+MATCH_FEATURES = (
+    "log1p(left markers)",
+    "log1p(right markers)",
+    "log1p(left kb)",
+    "log1p(right kb)",
+    "log1p(min(left, right) markers)",
+    "(left + right - best at the site) / 10",
+)
+VOTE_ALPHA = 0.1  # vote weight softmax(alpha * (left + right)); measured in docs/RETRIEVAL.md
+
+
+@dataclass
+class SiteDonors:
+    """The ``K`` donors of ``B`` query haplotypes at the ``n`` sites of one window.
+
+    ``rows`` int64 panel rows, ``alleles`` uint8, ``left``/``right`` int32 match runs in typed
+    markers from the site's boundary, ``left_bp``/``right_bp`` int64 the span of those runs from
+    the site's position (0 for an empty run); all ``[B, K, n]``.
+    """
+
+    rows: torch.Tensor
+    alleles: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    left_bp: torch.Tensor
+    right_bp: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.rows.shape)
+
+    def tokens(self) -> torch.Tensor:
+        """Framed allele tokens int64 ``[B, K, n + 2]``: ``SOS, ALLELE_0 + allele..., EOS``."""
+        b, k, n = self.shape
+        out = torch.empty(b, k, n + 2, dtype=torch.int64)
+        out[..., 0] = SOS
+        out[..., -1] = EOS
+        out[..., 1:-1] = self.alleles.long() + ALLELE_0
+        return out
+
+    def features(self) -> torch.Tensor:
+        """Match features float32 ``[B, K, n + 2, F]`` (``MATCH_FEATURES``; 0 at SOS/EOS)."""
+        left, right = self.left.float(), self.right.float()
+        tot = left + right
+        f = torch.stack(
+            [
+                torch.log1p(left),
+                torch.log1p(right),
+                torch.log1p(self.left_bp.float() / 1e3),
+                torch.log1p(self.right_bp.float() / 1e3),
+                torch.log1p(torch.minimum(left, right)),
+                (tot - tot.amax(dim=1, keepdim=True)) / 10.0,
+            ],
+            dim=-1,
+        )
+        b, k, n, nf = f.shape
+        out = torch.zeros(b, k, n + 2, nf, dtype=torch.float32)
+        out[:, :, 1:-1] = f
+        return out
+
+    def vote(self, alpha: float = VOTE_ALPHA) -> torch.Tensor:
+        """ALT probability ``[B, n]`` float32: donors' alleles weighted by ``softmax(alpha*(left+right))``."""
+        w = torch.softmax(alpha * (self.left + self.right).double(), dim=1)
+        return (w * self.alleles.double()).sum(1).float()
+
+
+def site_table(embedding_layer: torch.nn.Module, pos: torch.Tensor, af: torch.Tensor) -> torch.Tensor:
+    """Per-site embedding of every token, ``[L, V, D]``: the layer run on ``V`` constant rows.
+
+    Exact for a per-site layer (``HaplotypeEmbedding``): site ``l``'s output depends only on its own
+    token, position and AF, so ``table[l, t]`` is what the layer gives token ``t`` at site ``l``.
+    ``pos``/``af`` are one window's framed features ``[L]``; gradients flow into the layer.
+    """
+    device = pos.device
+    length = pos.shape[-1]
+    toks = torch.arange(VOCAB_SIZE, device=device)[:, None].expand(VOCAB_SIZE, length)
+    out = embedding_layer(toks, pos[None].expand(VOCAB_SIZE, length), af[None].expand(VOCAB_SIZE, length))
+    return out.transpose(0, 1)
+
+
+def donor_embeddings(
+    embedding_layer: torch.nn.Module, tokens: torch.Tensor, pos: torch.Tensor, af: torch.Tensor
+) -> torch.Tensor:
+    """``rag_emb [B, K, L, D]`` of the donors' framed tokens ``[B, K, L]`` at one window.
+
+    One per-site table (``site_table``), then ``ops.embed_flatten(tokens, site_table=...)``: the
+    fused Triton kernel on CUDA, its torch reference on the CPU. ``pos``/``af``: ``[L]`` or the
+    batch's ``[B, L]`` (every row of a window-grouped batch is the same; row 0 is used).
+    """
+    from .ops import embed_flatten
+
+    if pos.dim() == 2:
+        pos, af = pos[0], af[0]
+    table = site_table(embedding_layer, pos, af)
+    b, k, length = tokens.shape
+    out = embed_flatten(tokens.reshape(b * k, length).to(pos.device), site_table=table)
+    return out.view(b, k, length, -1)
+
+
+class PbwtRetriever(Retriever):
+    """Per-segment donors by haplotype matching over the typed markers, across the chromosome.
+
+    ``set_markers(typed_sites)`` builds the index over the reference rows at those panel sites
+    (the "refresh": once per epoch in training, once per run at imputation);
+    ``set_queries(alleles)`` gives the query haplotypes' calls at those markers (0/1, -1
+    missing); ``site_donors(window_idx, queries, exclude)`` returns their :class:`SiteDonors`.
+    ``group``: typed markers per selection point. ``seed``: the tie-break draw. Queries keep
+    their id (their index in ``set_queries``) in the draw, so a rerun draws the same ties.
+    """
+
+    def __init__(
+        self,
+        panel,
+        freqs,
+        layout,
+        reference_rows=None,
+        k: int = 32,
+        group: int = 4,
+        seed: int = 0,
+        **_unused: Any,
+    ):
+        super().__init__(panel, freqs, layout, reference_rows, k=k)
+        if group < 1:
+            raise ValueError(f"group must be at least 1 typed marker per selection point, not {group}")
+        self.group = int(group)
+        self.seed = int(seed)
+        self.positions = np.asarray(panel.positions, dtype=np.int64)
+        self.typed: np.ndarray | None = None
+        self.ref_bits: torch.Tensor | None = None
+        self.query: torch.Tensor | None = None
+        self._cache: dict[str, torch.Tensor] = {}  # "all": every query's donors [Q, P, K] (internal rows)
+
+    # ------------------------------------------------------------------ index and queries
+    def set_markers(self, typed_sites: np.ndarray) -> None:
+        """Index the reference rows at these panel sites (sorted unique indices, or a bool mask)."""
+        from .ops.pbwt import pack_markers
+
+        t = np.asarray(typed_sites)
+        t = np.flatnonzero(t) if t.dtype == bool else np.unique(t.astype(np.int64))
+        if t.size and (t[0] < 0 or t[-1] >= self.positions.shape[0]):
+            raise ValueError(f"typed sites must lie in [0, {self.positions.shape[0]})")
+        self.typed = t
+        self.marker_pos = self.positions[t]
+        alleles = np.ascontiguousarray(self.panel.haplotypes[self.reference_rows][:, t])
+        self.ref_bits = pack_markers(alleles) if t.size else torch.zeros(self.n_references, 0, dtype=torch.int64)
+        self.query = None
+        self._cache = {}
+        n_points = t.size // self.group + 1
+        self.points = np.minimum(np.arange(n_points) * self.group + self.group // 2, t.size).astype(np.int64)
+        # group i covers boundaries [i*G, (i+1)*G); its point sits in the middle (DESIGN.md 7)
+        self.points = np.unique(self.points)
+
+    def refresh_embeddings(self, embedding_layer: torch.nn.Module, device: Any = None) -> None:
+        """Nothing to do: matching reads alleles, not embeddings (the refresh is ``set_markers``)."""
+
+    def set_queries(self, alleles, precompute: bool = False, exclude=None) -> None:
+        """The query haplotypes' calls at the typed markers, ``[Q, T]`` (0/1, -1 missing).
+
+        ``precompute``: find every query's donors at every point now, in one call (imputation: all
+        targets are known up front and share one sweep of the index); ``exclude [Q, E]`` panel rows.
+        """
+        if self.typed is None:
+            raise ValueError("set_markers(typed_sites) before set_queries")
+        q = torch.as_tensor(np.asarray(alleles)).to(torch.int8)
+        if q.dim() != 2 or q.shape[1] != self.typed.size:
+            raise ValueError(f"query alleles must be [Q, {self.typed.size}] (one per typed marker); got {tuple(q.shape)}")
+        self.query = q.contiguous()
+        self._cache = {}
+        if precompute:
+            ids = torch.arange(q.shape[0])
+            rows = self._donors_at(ids, torch.from_numpy(self.points), self._exclude_internal(exclude, q.shape[0]))
+            self._cache = {"all": rows}
+
+    # ------------------------------------------------------------------ donors
+    def _k_for(self, ex: torch.Tensor, k: int | None) -> int:
+        n_ex = int((ex >= 0).sum(1).max()) if ex.numel() else 0
+        return max(1, min(self.k if k is None else int(k), self.n_references - n_ex))
+
+    def _donors_at(self, ids: torch.Tensor, points: torch.Tensor, ex: torch.Tensor, k: int | None = None):
+        from .ops.pbwt import pbwt_donors
+
+        kk = self._k_for(ex, k)
+        rows, _, _ = pbwt_donors(self.ref_bits, self.query[ids], points, kk, ex, ids, self.seed)
+        return rows  # [B, P, K] internal rows
+
+    def site_donors(
+        self, window_idx: int, queries, exclude: torch.Tensor | None = None, k: int | None = None
+    ) -> SiteDonors:
+        """The donors of queries ``queries`` (indices into ``set_queries``, ``[B]``) at every site of a window."""
+        from .ops.pbwt import match_runs
+
+        if self.query is None:
+            raise ValueError("set_queries(alleles) before site_donors")
+        ids = torch.as_tensor(queries, dtype=torch.int64).reshape(-1).cpu()
+        sl = self.layout.sites(window_idx)
+        bnd = np.searchsorted(self.typed, np.arange(sl.start, sl.stop)).astype(np.int64)  # [n]
+        grp = np.searchsorted(self.points, np.minimum(bnd // self.group * self.group + self.group // 2, self.typed.size))
+        used, inv = np.unique(grp, return_inverse=True)
+        ex = self._exclude_internal(exclude, ids.shape[0])
+        if "all" in self._cache and exclude is None and k is None:
+            rows_p = self._cache["all"][ids][:, torch.from_numpy(used)]
+        else:
+            rows_p = self._donors_at(ids, torch.from_numpy(self.points[used]), ex, k)
+        rows = rows_p[:, torch.from_numpy(inv)].permute(0, 2, 1).contiguous()  # [B, K, n] internal
+        b, kk, n = rows.shape
+        bounds = torch.from_numpy(bnd)[None, None].expand(b, kk, n).reshape(b, -1)
+        left, right = match_runs(self.ref_bits, self.query[ids], rows.view(b, -1), bounds)
+        left, right = left.view(b, kk, n), right.view(b, kk, n)
+        site_pos = torch.from_numpy(self.positions[sl])
+        mpos = torch.from_numpy(self.marker_pos)
+        bt = torch.from_numpy(bnd)
+        if mpos.numel():
+            lo = (bt - left.long()).clamp(0, mpos.numel() - 1)
+            hi = (bt + right.long() - 1).clamp(0, mpos.numel() - 1)
+            left_bp = torch.where(left > 0, site_pos - mpos[lo], 0)
+            right_bp = torch.where(right > 0, mpos[hi] - site_pos, 0)
+        else:
+            left_bp = right_bp = torch.zeros_like(left, dtype=torch.int64)
+        panel_rows = self._rows(rows)
+        alleles = torch.from_numpy(self.panel.haplotypes[panel_rows.numpy(), np.arange(sl.start, sl.stop)[None, None]])
+        return SiteDonors(panel_rows, alleles, left, right, left_bp.clamp_min(0), right_bp.clamp_min(0))
+
+    def search(self, window_idx, query_tokens=None, exclude=None, k=None, queries=None):
+        """The window-level interface: each query's donors at the window's middle site.
+
+        PBWT matching needs the query's calls across the chromosome, not one window's tokens, so
+        pass ``queries`` (indices into ``set_queries``). Returns ``(-(left + right) float32 [B, K],
+        rows int64 [B, K])``, best first.
+        """
+        if queries is None:
+            raise ValueError(
+                "the pbwt engine matches whole-chromosome haplotypes: call set_queries(alleles) and "
+                "pass search(..., queries=indices), or use site_donors"
+            )
+        d = self.site_donors(window_idx, queries, exclude, k)
+        mid = d.shape[2] // 2
+        dist = -(d.left[:, :, mid] + d.right[:, :, mid]).float()
+        order = torch.sort(dist, dim=1, stable=True).indices
+        return dist.gather(1, order), d.rows[:, :, mid].gather(1, order)
+
+
+def framed_alleles(d: SiteDonors) -> torch.Tensor:
+    """Donor alleles int64 ``[B, K, n + 2]``, 0 at SOS/EOS (the copy head's ``rag_allele``)."""
+    b, k, n = d.shape
+    out = torch.zeros(b, k, n + 2, dtype=torch.int64)
+    out[..., 1:-1] = d.alleles
+    return out
+
+
+def donor_inputs(
+    d1: SiteDonors,
+    d2: SiteDonors,
+    embedding_layer: torch.nn.Module,
+    pos: torch.Tensor,
+    af: torch.Tensor,
+    factored: bool | None = None,
+) -> dict[str, torch.Tensor]:
+    """The model's donor keys for both haplotypes of a batch, on ``pos``'s device:
+    ``rag_emb_h*`` ``[B, K, L, D]``, ``rag_feat_h*`` ``[B, K, L, F]`` and ``rag_allele_h*`` ``[B, K, L]``.
+
+    ``factored`` (default: on the CPU) gives ``rag_table [L, V, D]`` + ``rag_tok_h*`` instead of
+    ``rag_emb_h*``: the same references, and the model's donor attention then works per token
+    (``V`` = 7) rather than per donor (``K`` = 32): 2-3x faster training steps on a CPU. On CUDA
+    ``rag_emb`` is built by ``embed_flatten``'s fused kernel. The one place the trainer and
+    ``impute`` turn donors into model input.
+    """
+    dev = pos.device
+    if factored is None:
+        factored = dev.type == "cpu"
+    out = {}
+    if factored:
+        p0, a0 = (pos[0], af[0]) if pos.dim() == 2 else (pos, af)
+        out["rag_table"] = site_table(embedding_layer, p0, a0)
+    for name, d in (("h1", d1), ("h2", d2)):
+        if factored:
+            out[f"rag_tok_{name}"] = d.tokens().to(dev)
+        else:
+            out[f"rag_emb_{name}"] = donor_embeddings(embedding_layer, d.tokens(), pos, af)
+        out[f"rag_feat_{name}"] = d.features().to(dev)
+        out[f"rag_allele_{name}"] = framed_alleles(d).to(dev)
+    return out
+
+
+def split_haplotypes(d: SiteDonors) -> tuple[SiteDonors, SiteDonors]:
+    """Donors of interleaved queries (rows ``2s``, ``2s + 1``) -> (first haplotypes, second haplotypes)."""
+    fields = ("rows", "alleles", "left", "right", "left_bp", "right_bp")
+    return (
+        SiteDonors(*(getattr(d, f)[0::2] for f in fields)),
+        SiteDonors(*(getattr(d, f)[1::2] for f in fields)),
+    )
