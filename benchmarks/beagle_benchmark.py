@@ -221,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="training mask rate: auto (1 - array density of the simulation), a number, or 'curriculum'",
     )
-    p.add_argument("--mask-mode", default="array", help="random or array (see docs/TRAINING.md)")
+    p.add_argument(
+        "--mask-mode", default="chromosome", help="chromosome (pbwt's), random or array (docs/TRAINING.md)"
+    )
+    p.add_argument("--no-vote", action="store_true", help="skip the `impute --model vote` row")
     p.add_argument(
         "--train-threads", type=int, default=None, help="torch threads for train (default --threads)"
     )
@@ -342,6 +345,22 @@ def main(argv: list[str] | None = None) -> int:
             )
             imputed["minimac4 4.1.2"] = str(mm_out)
 
+    imp_flags = [] if args.phased_target else ["--prephase", "beagle"]
+    if not args.no_vote:
+        vote_out = out / "vote.vcf.gz"
+        vote_cmd = ["impute", "--ref", ref, "--target", target, "--model", "vote", "--out", str(vote_out)]
+        runs["vcfbert-fast vote"] = timed(
+            py + vote_cmd + ["--no-progress", *imp_flags], out / "logs" / "vote.time", output=vote_out
+        )
+        imputed["vcfbert-fast vote"] = str(vote_out)
+        m = re.search(r"built in ([\d.]+) s; donors of (\d+) haplotypes at (\d+) points \(K=(\d+)\) found in ([\d.]+) s",
+                      (out / "logs" / "vote.time").read_text(errors="replace"))
+        if m:
+            runs["notes"].append(
+                f"PBWT (in the vote run): index built in {m.group(1)} s; donors of {m.group(2)} target haplotypes "
+                f"at {m.group(3)} selection points, K={m.group(4)}, found in {m.group(5)} s."
+            )
+
     model = args.model
     ours = "vcfbert-fast"
     if model is None:
@@ -394,7 +413,6 @@ def main(argv: list[str] | None = None) -> int:
         runs["train"] = tr
         sim_info["load_train_end"] = os.getloadavg()
     ours_out = out / "vcfbert_fast.vcf.gz"
-    imp_flags = [] if args.phased_target else ["--prephase", "beagle"]
     runs[ours] = timed(
         py
         + [

@@ -234,16 +234,24 @@ def test_train_mask_schedules_follow_config():
     from vcfbert_fast.train import TrainConfig, mask_schedules
 
     af = rng.random(400) * 0.5
+    # the default engine (pbwt): chromosome-wide array-like masks, 1 in 15 sites typed, validation too
     tr, va = mask_schedules(TrainConfig(seed=5))
+    assert (tr.mode, va.mode) == ("chromosome", "chromosome") and abs(tr.rate - (1 - 1 / 15)) < 1e-12
+    assert va.seed != tr.seed
+    with pytest.raises(InputError, match="chromosome"):
+        TrainConfig(mask_rate=0.9, mask_mode="array")  # pbwt matches over chromosome-wide markers
+    tr, va = mask_schedules(TrainConfig(seed=5, engine="hamming"))
     assert tr.mode == "curriculum" and tr.seed == 5
     # default validation mask: the pre-option fixed 0.5 common / 0.7 rare draw
     assert np.array_equal(va.mask(0, 2, af), window_mask(af, 0, 2, 5 + 1_000_003, rate=0.5))
-    tr, va = mask_schedules(TrainConfig(seed=5, mask_rate=0.93, mask_mode="array"))
+    tr, va = mask_schedules(TrainConfig(seed=5, mask_rate=0.93, mask_mode="array", engine="hamming"))
     assert (tr.mode, tr.rate, va.mode, va.rate) == ("array", 0.93, "array", 0.93)
     assert va.seed != tr.seed
-    tr, va = mask_schedules(TrainConfig(mask_rate=0.9, val_mask_rate=0.8, val_mask_mode="random"))
+    tr, va = mask_schedules(
+        TrainConfig(mask_rate=0.9, mask_mode="random", val_mask_rate=0.8, val_mask_mode="random", engine="hamming")
+    )
     assert (tr.mode, tr.rate, va.mode, va.rate) == ("random", 0.9, "random", 0.8)
-    tr, va = mask_schedules(TrainConfig(val_mask_rate=0.93, val_mask_mode="array"))
+    tr, va = mask_schedules(TrainConfig(val_mask_rate=0.93, val_mask_mode="array", engine="hamming"))
     assert (tr.mode, va.mode, va.rate) == ("curriculum", "array", 0.93)
     for bad in ({"mask_rate": 1.0}, {"mask_rate": 0.0}, {"mask_mode": "x"}, {"val_mask_mode": "y"}):
         with pytest.raises(InputError):
@@ -255,14 +263,14 @@ def test_train_cli_mask_flags():
     from vcfbert_fast.train import config_from_args
 
     base = ["train", "--ref", "r.vcf.gz", "--out", "o"]
-    cfg = config_from_args(build_parser("train").parse_args(base))
-    assert (cfg.mask_rate, cfg.mask_mode, cfg.val_mask_rate, cfg.val_mask_mode) == (
-        None,
-        "random",
-        None,
-        None,
-    )
+    cfg = config_from_args(build_parser("train").parse_args(base))  # pbwt: chromosome, 1 - 1/15
+    assert (cfg.engine, cfg.mask_mode, cfg.val_mask_rate, cfg.val_mask_mode) == ("pbwt", "chromosome", None, None)
+    assert abs(cfg.mask_rate - (1 - 1 / 15)) < 1e-12 and cfg.k == 32
+    cfg = config_from_args(build_parser("train").parse_args(base + ["--engine", "hamming"]))
+    assert (cfg.mask_rate, cfg.mask_mode, cfg.k) == (None, "random", 4)  # hamming's own defaults
     flags = [
+        "--engine",
+        "hamming",
         "--mask-rate",
         "0.93",
         "--mask-mode",
@@ -279,3 +287,18 @@ def test_train_cli_mask_flags():
         0.9,
         "random",
     )
+
+
+def test_chromosome_mask_is_one_array_draw_over_every_site():
+    from vcfbert_fast.masking import MaskSchedule, array_mask
+
+    af = rng.random(3000) * 0.5
+    sched = MaskSchedule.fixed(0.9, "chromosome", seed=3)
+    m = sched.chromosome_mask(2, af)
+    assert np.array_equal(m, array_mask(af, 0.9, 2, 0, 3))  # independently: the array draw, window 0
+    assert (~m).sum() == round(0.1 * af.size)
+    assert not np.array_equal(m, sched.chromosome_mask(3, af))  # reseeded per epoch
+    assert sched.chromosome_mask(2, af) is m  # cached, read-only
+    assert not m.flags.writeable
+    with pytest.raises(InputError, match="per chromosome"):
+        sched.mask(0, 0, af[:100])

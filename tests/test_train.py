@@ -323,7 +323,7 @@ def test_store_references_are_the_frozen_refresh_snapshot(panel, tmp_path, one_t
     from vcfbert_fast.model import HaplotypeEmbedding, ModelConfig
     from vcfbert_fast.windows import frame_tokens
 
-    cfg = TrainConfig(**dict(TINY, reference="store"), max_steps=3, epochs=50)
+    cfg = TrainConfig(**dict(TINY, reference="store", engine="hamming"), max_steps=3, epochs=50)
     tr = Trainer(cfg, panel, None, tmp_path)
     tr.train()
     refs = tr.reference_embeddings

@@ -7,8 +7,10 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
 3. align the target's sites to the panel and lay its calls over the panel's sites;
 4. the model's tables: training-sample frequencies, overlapping windows, population AF;
 5. for every window and batch of targets: query tokens (MASK at untyped sites, UNK at missing
-   calls), the K nearest panel haplotypes of each haplotype, their embeddings, one forward pass;
-   each site keeps the prediction of the window where it is most central;
+   calls), each haplotype's donors (``pbwt``: per site, the panel haplotypes matching it longest
+   over the typed sites, across the chromosome; ``hamming``: the K nearest in the window), their
+   embeddings and match lengths, one forward pass; each site keeps the prediction of the window
+   where it is most central. ``--model vote``: no model, the donors' weighted vote;
 6. typed sites keep their input calls; GP from HDS;
 7. write the sorted, bgzipped, indexed VCF, with target records the panel lacks passed through.
 """
@@ -30,8 +32,12 @@ from .imputation import (
     phase_target,
     prephase_with_beagle,
     unphased_hets,
+    vote_dosages,
+    vote_tables,
     write_output,
 )
+
+VOTE = "vote"  # --model vote: impute from the PBWT donors alone, no checkpoint
 
 
 def impute(
@@ -51,6 +57,7 @@ def impute(
 ) -> dict:
     """Impute ``target_path`` against ``ref_path`` with the checkpoint ``model_path``; write ``out_path``.
 
+    ``model_path="vote"``: no checkpoint; each site takes the vote of its PBWT donors.
     Returns a summary dict (sites, samples, timings, sites/s, output paths).
     """
     from .io import align_target, read_panel, read_target
@@ -60,8 +67,11 @@ def impute(
     if prephase not in (None, "beagle"):
         raise InputError(None, f"--prephase {prephase!r} is not supported", "use --prephase beagle")
     # 1. inputs
+    if batch_size < 1:
+        raise InputError(None, f"--batch-size {batch_size}", "pass a positive number of target samples per batch")
     panel = read_panel(ref_path, panel_file, progress=progress)
-    model, state = load_model(model_path, panel, dev)
+    vote = model_path == VOTE
+    model, state = (None, None) if vote else load_model(model_path, panel, dev)
     target = read_target(str(target_path), progress=progress)
     # 2. phase
     target, unph, prephased_path = phase_target(
@@ -72,18 +82,29 @@ def impute(
     print(f"alignment: {alignment.summary()}", file=sys.stderr)
     tc = TargetCalls.from_alignment(target, alignment, panel.n_sites, unph)
     # 4. model tables
-    tables = model_tables(panel, state, target.samples, panel_file, overlap)
+    if vote:
+        tables = vote_tables(panel)
+        print(f"model: vote of K={tables.k} PBWT donors per site (no checkpoint)", file=sys.stderr)
+    else:
+        tables = model_tables(panel, state, target.samples, panel_file, overlap)
+        mc = state["model_config"]
+        print(
+            f"model: {model_path} ({mc['dims']} dims, {mc['n_layers']} layers, {tables.engine} K={tables.k}); "
+            f"{len(tables.layout)} windows of <= {tables.layout.max_sites} sites, overlap {tables.layout.overlap}; "
+            f"{tc.n_samples} targets on {dev}; af_p = {tables.af_p_note}",
+            file=sys.stderr,
+        )
     layout = tables.layout
-    mc = state["model_config"]
-    print(
-        f"model: {model_path} ({mc['dims']} dims, {mc['n_layers']} layers, K={tables.k}); {len(layout)} windows "
-        f"of <= {layout.max_sites} sites, overlap {layout.overlap}; {tc.n_samples} targets on {dev}; "
-        f"af_p = {tables.af_p_note}",
-        file=sys.stderr,
-    )
+    if tables.engine == "pbwt" and tables.k > 0 and not tc.typed.any():
+        raise InputError(
+            str(target_path), "no target site matches a panel site", "check the contig names, build and alleles"
+        )
     # 5. inference
     t_inf = time.perf_counter()
-    hds = infer_dosages(model, panel, tables, tc, dev, batch_size, progress)
+    if vote:
+        hds = vote_dosages(panel, tables, tc, batch_size, progress)
+    else:
+        hds = infer_dosages(model, panel, tables, tc, dev, batch_size, progress)
     t_inf = time.perf_counter() - t_inf
     # 6. final calls
     fc = final_calls(hds, tc)
@@ -121,7 +142,11 @@ def impute(
 def add_arguments(parser) -> None:
     parser.add_argument("--ref", required=True, help="the phased reference panel the model was trained on")
     parser.add_argument("--target", required=True, help="target VCF/BCF (phased; see --prephase)")
-    parser.add_argument("--model", required=True, help="checkpoint from `vcfbert-fast train` (run/best.pt)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint from `vcfbert-fast train` (run/best.pt), or `vote`: the PBWT donors' vote, no model",
+    )
     parser.add_argument(
         "--out", required=True, help="output VCF (bgzipped and tabix-indexed), e.g. imputed.vcf.gz"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from .checkpoint import read_checkpoint
@@ -42,8 +43,15 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--layers", "layers", int, "transformer layers"),
     ("--heads", "heads", int, "attention heads"),
     ("--dropout", "dropout", float, "dropout"),
-    ("--k", "k", int, "references retrieved per haplotype (0: no retrieval)"),
-    ("--engine", "engine", str, "retrieval engine: hamming (exact, fast) or faiss (the seed's index)"),
+    ("--k", "k", int, "references (donors) per haplotype; 0: no retrieval (unset: 32 for pbwt, 4 otherwise)"),
+    (
+        "--engine",
+        "engine",
+        str,
+        ("retrieval: pbwt (per-site donors matching longest over the chromosome's typed markers), "
+        "hamming (exact, per window) or faiss (the seed's index)"),
+    ),
+    ("--pbwt-group", "pbwt_group", int, "pbwt: typed markers per donor selection point"),
     ("--reference", "reference", str, "reference embeddings: live (grads flow) or store (frozen bf16)"),
     ("--refresh-every", "refresh_every", int, "epochs between retriever refreshes"),
     ("--max-sites", "max_sites", int, "sites per window"),
@@ -58,9 +66,16 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
         "--mask-rate",
         "mask_rate",
         float,
-        "fixed training mask rate, no curriculum (e.g. 0.93 = 1 - array density 1/15; unset: DESIGN curriculum)",
+        ("fixed training mask rate, no curriculum (e.g. 0.93 = 1 - array density 1/15; unset: 1 - 1/15 for "
+        "pbwt, else the DESIGN curriculum)"),
     ),
-    ("--mask-mode", "mask_mode", str, "with --mask-rate: random (rare sites max(0.7, rate)) or array"),
+    (
+        "--mask-mode",
+        "mask_mode",
+        str,
+        ("with --mask-rate: random (rare sites max(0.7, rate)), array (per window) or chromosome (array-like "
+        "over the whole chromosome, per epoch; pbwt's mode)"),
+    ),
     ("--val-mask-rate", "val_mask_rate", float, "validation mask rate (unset: --mask-rate, else 0.5)"),
     ("--val-mask-mode", "val_mask_mode", str, "validation mask mode (unset: --mask-mode, else random)"),
     ("--val-fraction", "val_fraction", float, "fraction of samples held out for validation"),
@@ -100,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     """TrainConfig from ``base`` (defaults, or a resumed run's) overridden by the flags given."""
-    d = (base or TrainConfig()).to_dict()
+    # Unresolved defaults (k, mask rate and mode follow the engine), so `--engine hamming` gets hamming's.
+    d = base.to_dict() if base is not None else {f.name: f.default for f in fields(TrainConfig)}
     for _, name, typ, _ in _ARGS:
         v = getattr(args, name, None)
         if v is None:

@@ -5,14 +5,14 @@
 | ``prephase.py`` | unphased heterozygotes; pre-phasing with Beagle |
 | ``calls.py`` | the target's calls laid over the panel's sites (:class:`TargetCalls`), and the final calls
   (typed sites keep the input, imputed sites take the model's dosages) |
-| ``model_io.py`` | the checkpoint -> model, frequencies, windows, population AF of the targets |
-| ``inference.py`` | windows x target batches -> haplotype ALT dosages (retrieval, references, forward) |
+| ``model_io.py`` | the checkpoint -> model, frequencies, windows, population AF of the targets (the vote's tables) |
+| ``inference.py`` | windows x target batches -> haplotype ALT dosages (retrieval, references, forward; or the donors' vote) |
 | ``output.py`` | target records passed through, the imputed VCF |
 """
 
 from .calls import FinalCalls, TargetCalls, final_calls
-from .inference import infer_dosages
-from .model_io import ModelTables, load_model, model_tables
+from .inference import infer_dosages, vote_dosages
+from .model_io import ModelTables, load_model, model_tables, vote_tables
 from .output import passthrough_records, write_output
 from .prephase import BEAGLE_JAR, phase_target, prephase_with_beagle, unphased_hets
 
@@ -29,5 +29,7 @@ __all__ = [
     "phase_target",
     "prephase_with_beagle",
     "unphased_hets",
+    "vote_dosages",
+    "vote_tables",
     "write_output",
 ]

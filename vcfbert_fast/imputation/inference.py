@@ -32,6 +32,47 @@ class _References:
             batch[key] = self.store.encode(w, rows, self.embedding, batch["pos"], batch["af"], check=False)
 
 
+class _Donors:
+    """PBWT donors of every target haplotype: one index over the panel at the target's typed sites,
+    every haplotype's donors at every selection point found in one call, sliced per window."""
+
+    def __init__(self, panel, tables: ModelTables, tc: TargetCalls):
+        import sys
+        import time
+
+        from ..matching import PbwtRetriever
+
+        t0 = time.perf_counter()
+        self.retriever = PbwtRetriever(
+            panel, tables.freqs, tables.layout, None, k=tables.k, group=tables.group, seed=tables.seed
+        )
+        typed = np.flatnonzero(tc.typed)
+        self.retriever.set_markers(typed)
+        t1 = time.perf_counter()
+        q = tc.model_calls[:, :, typed].reshape(2 * tc.n_samples, typed.size)  # rows 2s, 2s + 1
+        self.retriever.set_queries(q, precompute=True)
+        self.build_s, self.query_s = t1 - t0, time.perf_counter() - t1
+        n_pts = len(self.retriever.points)
+        print(
+            f"pbwt: index of {self.retriever.n_references} haplotypes x {typed.size} typed markers built in "
+            f"{self.build_s:.2f} s; donors of {q.shape[0]} haplotypes at {n_pts} points (K={self.retriever.k}) "
+            f"found in {self.query_s:.2f} s",
+            file=sys.stderr,
+        )
+
+    def window(self, w: int, b0: int, b1: int):
+        """``(donors of hap_1, donors of hap_2)`` of target samples ``[b0, b1)`` at window ``w``."""
+        from ..matching import split_haplotypes
+
+        return split_haplotypes(self.retriever.site_donors(w, np.arange(2 * b0, 2 * b1)))
+
+    def add_to(self, batch: dict, w: int, b0: int, b1: int, embedding) -> None:
+        from ..matching import donor_inputs
+
+        d1, d2 = self.window(w, b0, b1)
+        batch.update(donor_inputs(d1, d2, embedding, batch["pos"], batch["af"]))
+
+
 def _window_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, b0: int, b1: int, dev) -> dict:
     """The model's input for window ``w`` and target samples ``[b0, b1)``."""
     sl = tables.layout.sites(w)
@@ -55,7 +96,11 @@ def infer_dosages(
     """Haplotype ALT probabilities ``[M, S, 2]`` float32, each site from its most central window."""
     layout, n_samp = tables.layout, tc.n_samples
     hds = np.zeros((panel.n_sites, n_samp, 2), dtype=np.float32)
-    refs = _References(model, panel, tables, dev) if tables.k > 0 else None
+    refs = donors = None
+    if tables.k > 0 and tables.engine == "pbwt":
+        donors = _Donors(panel, tables, tc)
+    elif tables.k > 0:
+        refs = _References(model, panel, tables, dev)
     amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
     bar = progress_bar(panel.n_sites, desc="imputing", unit=" sites", enabled=progress)
     for w in range(len(layout)):
@@ -68,6 +113,8 @@ def infer_dosages(
             batch = _window_batch(panel, tables, tc, w, b0, b1, dev)
             if refs is not None:
                 refs.add_to(batch, w)
+            if donors is not None:
+                donors.add_to(batch, w, b0, b1, model.bert.embedding)
             if amp is not None:
                 with amp:
                     out = model.forward_logits(batch)
@@ -76,6 +123,24 @@ def infer_dosages(
             for j, key in enumerate(("hap1_logits", "hap2_logits")):
                 p = torch.softmax(out[key].float(), -1)[:, 1:-1, 1].cpu().numpy()  # [B, n]
                 hds[sl.start + keep, b0:b1, j] = p[:, keep].T
+        bar.update(int(keep.size))
+    bar.close()
+    return hds
+
+
+def vote_dosages(panel, tables: ModelTables, tc: TargetCalls, batch_size: int, progress: bool) -> np.ndarray:
+    """``impute --model vote``: each site's ALT probability is the donors' vote (``SiteDonors.vote``)."""
+    donors = _Donors(panel, tables, tc)
+    layout, n_samp = tables.layout, tc.n_samples
+    hds = np.zeros((panel.n_sites, n_samp, 2), dtype=np.float32)
+    bar = progress_bar(panel.n_sites, desc="voting", unit=" sites", enabled=progress)
+    for w in range(len(layout)):
+        sl = layout.sites(w)
+        keep = np.flatnonzero(tables.central[sl] == w)
+        for b0 in range(0, n_samp, batch_size):
+            b1 = min(n_samp, b0 + batch_size)
+            for j, d in enumerate(donors.window(w, b0, b1)):
+                hds[sl.start + keep, b0:b1, j] = d.vote().numpy()[:, keep].T
         bar.update(int(keep.size))
     bar.close()
     return hds

@@ -40,6 +40,9 @@ class ModelTables:
     pop_af: tuple[np.ndarray, np.ndarray] | None
     af_p_note: str
     k: int
+    engine: str = "hamming"
+    group: int = 4
+    seed: int = 0
 
 
 def _target_population_af(freqs, panel_file: str | None, samples: list[str]):
@@ -74,5 +77,27 @@ def model_tables(
         overlap = ck_layout.overlap if ck_layout.overlap > 0 else ck_layout.max_sites // 4
     layout = make_windows(panel.n_sites, ck_layout.max_sites, min(overlap, ck_layout.max_sites - 1))
     pop_af, note = _target_population_af(freqs, panel_file, samples)
-    k = int(dict(state.get("train_config") or {}).get("k", 0))
-    return ModelTables(freqs, layout, layout.central_window_of_site(), pop_af, note, k)
+    tc = dict(state.get("train_config") or {})
+    k = int(tc.get("k", 0))
+    return ModelTables(
+        freqs,
+        layout,
+        layout.central_window_of_site(),
+        pop_af,
+        note,
+        k,
+        engine=str(tc.get("engine", "hamming")),
+        group=int(tc.get("pbwt_group", 4)),
+        seed=int(tc.get("seed", 0)),
+    )
+
+
+def vote_tables(panel, k: int = 32, group: int = 4, max_sites: int = 256) -> ModelTables:
+    """``impute --model vote``: no checkpoint; frequencies of the whole panel, windows without overlap
+    (the vote is per site, so windows only bound the work in flight)."""
+    from ..frequencies import compute_frequencies
+    from ..windows import make_windows
+
+    layout = make_windows(panel.n_sites, max_sites, 0)
+    freqs = compute_frequencies(panel)
+    return ModelTables(freqs, layout, layout.central_window_of_site(), None, "unused (vote)", k, "pbwt", group, 0)

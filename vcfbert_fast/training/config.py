@@ -33,14 +33,17 @@ class TrainConfig:
     # masking (docs/TRAINING.md "Masking"): mask_rate None = DESIGN curriculum; set = a fixed rate
     # placed per mask_mode ("random": common sites at the rate, rare at max(0.7, rate); "array":
     # keep 1 - rate of the sites, favouring common ones, like a genotyping array)
-    mask_rate: float | None = None
-    mask_mode: str = "random"
+    # keep 1 - rate of the sites, favouring common ones, like a genotyping array; "chromosome": the
+    # same, drawn once per epoch over the whole chromosome: the pbwt engine's mode, and its default)
+    mask_rate: float | None = None  # pbwt: None = 1 - 1/15 (an array typing 1 in 15 sites)
+    mask_mode: str | None = None  # None: "chromosome" for pbwt, else "random"
     val_mask_rate: float | None = None  # None: mask_rate if set, else 0.5 (rare sites 0.7)
     val_mask_mode: str | None = None  # None: mask_mode if mask_rate is set, else "random"
     num_workers: int = 0
     # retrieval
-    k: int = 4  # references per haplotype; 0 turns retrieval off (plain BERT)
-    engine: str = "hamming"  # "hamming" (exact) or "faiss" (the seed's index)
+    k: int | None = None  # references per haplotype (None: 32 for pbwt, 4 otherwise); 0: plain BERT
+    engine: str = "pbwt"  # "pbwt" (per-site donors by haplotype matching), "hamming" (exact, per window), "faiss"
+    pbwt_group: int = 4  # pbwt: typed markers per donor selection point
     reference: str = "live"  # "live": encode retrieved rows each step (grads flow); "store": frozen bf16
     refresh_every: int = 1  # epochs between retriever refreshes (also at start)
     # optimisation
@@ -75,8 +78,22 @@ class TrainConfig:
         if self.val_max_batches is not None and self.val_max_batches <= 0:
             self.val_max_batches = None
         bad = []
-        if self.engine not in ("hamming", "faiss"):
-            bad.append(f"engine={self.engine!r} (use hamming or faiss)")
+        if self.engine not in ("pbwt", "hamming", "faiss"):
+            bad.append(f"engine={self.engine!r} (use pbwt, hamming or faiss)")
+        pbwt = self.engine == "pbwt"
+        if self.k is None:
+            self.k = 32 if pbwt else 4
+        if pbwt and self.mask_rate is None:
+            self.mask_rate = 1.0 - 1.0 / 15.0
+        if self.mask_mode is None:
+            self.mask_mode = "chromosome" if pbwt else "random"
+        if pbwt and self.k > 0 and self.mask_mode != "chromosome":
+            bad.append(
+                f"mask_mode={self.mask_mode!r} with engine pbwt (pbwt matches over chromosome-wide typed"
+                " markers: use --mask-mode chromosome)"
+            )
+        if self.pbwt_group < 1:
+            bad.append(f"pbwt_group={self.pbwt_group} (must be >= 1)")
         if self.reference not in ("live", "store"):
             bad.append(f"reference={self.reference!r} (use live or store)")
         if self.schedule not in ("cosine", "linear"):
@@ -96,8 +113,8 @@ class TrainConfig:
                 bad.append(f"{name}={v} (must be in (0, 1), e.g. 0.93 for an array typing 1 in 15 sites)")
         for name in ("mask_mode", "val_mask_mode"):
             v = getattr(self, name)
-            if v is not None and v not in ("random", "array"):
-                bad.append(f"{name}={v!r} (use random or array)")
+            if v is not None and v not in ("random", "array", "chromosome"):
+                bad.append(f"{name}={v!r} (use random, array or chromosome)")
         if not 0.0 <= self.val_fraction < 1.0:
             bad.append(f"val_fraction={self.val_fraction} (must be in [0, 1))")
         if self.max_steps is not None and self.max_steps < 1:
@@ -117,7 +134,7 @@ class TrainConfig:
 
 
 # Options that shape the model, the data split or the windows: a resumed run must keep them.
-FROZEN_ON_RESUME = ("dims", "layers", "heads", "max_sites", "overlap", "val_fraction", "seed", "k")
+FROZEN_ON_RESUME = ("dims", "layers", "heads", "max_sites", "overlap", "val_fraction", "seed", "k", "engine")
 
 
 def mask_schedules(cfg: TrainConfig) -> tuple[MaskSchedule, MaskSchedule]:
@@ -136,6 +153,8 @@ def mask_schedules(cfg: TrainConfig) -> tuple[MaskSchedule, MaskSchedule]:
     fixed = cfg.mask_rate is not None
     v_rate = cfg.val_mask_rate if cfg.val_mask_rate is not None else (cfg.mask_rate if fixed else 0.5)
     v_mode = cfg.val_mask_mode or (cfg.mask_mode if fixed else "random")
+    if cfg.engine == "pbwt" and cfg.k > 0:  # validation queries match over chromosome-wide markers too
+        v_mode = "chromosome"
     return train, MaskSchedule.fixed(v_rate, v_mode, seed=cfg.seed + 1_000_003)
 
 

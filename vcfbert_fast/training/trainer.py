@@ -193,6 +193,9 @@ class Trainer:
             attn_heads=cfg.heads,
             dropout=cfg.dropout,
             max_len=max(int(self.layout.lengths.max()), 2),
+            # donor attention and the copy head read the pbwt engine's match lengths and alleles
+            k_pool="attention" if cfg.engine == "pbwt" else "mean",
+            copy_head=cfg.engine == "pbwt" and cfg.k > 0,
         )
         self.model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(self.model_config)).to(self.device)
         self.optimizer = self._make_optimizer()
@@ -218,8 +221,10 @@ class Trainer:
         """The retriever over training haplotypes (K > 0), the reference embeddings and the step
         module (under DDP when distributed)."""
         cfg = self.cfg
-        self.retriever = None
-        if cfg.k > 0:
+        self.retriever = self.val_retriever = None
+        if cfg.k > 0 and cfg.engine == "pbwt":
+            self._make_pbwt()
+        elif cfg.k > 0:
             from ..retrieval import make_retriever
 
             kw = {"device": self.device} if cfg.engine == "hamming" else {}
@@ -238,6 +243,28 @@ class Trainer:
                 find_unused_parameters=cfg.k == 0,
             )
 
+    def _make_pbwt(self) -> None:
+        """Donor retrievers over the training haplotypes: one indexed at each epoch's typed markers
+        (rebuilt by ``_refresh``), one at the validation masks' fixed markers (built once)."""
+        from ..matching import PbwtRetriever
+
+        cfg = self.cfg
+        train_rows = np.sort(np.concatenate([2 * self.train_samples, 2 * self.train_samples + 1]))
+        kw = {"k": cfg.k, "group": cfg.pbwt_group, "seed": cfg.seed}
+        self.retriever = PbwtRetriever(self.panel, self.freqs, self.layout, train_rows, **kw)
+        if self.val_ds is not None:
+            self.val_retriever = PbwtRetriever(self.panel, self.freqs, self.layout, train_rows, **kw)
+            typed = self.val_ds.typed_sites(0)
+            self.val_retriever.set_markers(typed)
+            self.val_retriever.set_queries(self.panel.haplotypes[:, typed])  # query id = panel row
+
+    def _set_pbwt_markers(self) -> None:
+        """The pbwt "refresh": index the training rows at this epoch's typed markers; every panel
+        haplotype is a query (its id is its panel row)."""
+        typed = self.train_ds.typed_sites(self.epoch)
+        self.retriever.set_markers(typed)
+        self.retriever.set_queries(self.panel.haplotypes[:, typed])
+
     def _make_references(self) -> Callable:
         """``f(window, rows [B, K], layer, pos, af) -> [B, K, L, D]``: :class:`~vcfbert_fast.store.ReferenceEmbeddings`.
 
@@ -249,6 +276,9 @@ class Trainer:
         """
         from ..store import ReferenceEmbeddings
 
+        if self.cfg.engine == "pbwt":  # donors are embedded by matching.donor_inputs in the step
+            self.reference_embeddings = None
+            return None
         self.reference_embeddings = ReferenceEmbeddings(
             self.panel, self.layout, mode=self.cfg.reference, device=self.device, host_store=False
         )
@@ -347,8 +377,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ retrieval
     def _refresh(self, weights: dict | None = None) -> None:
-        """Point the retriever (and the store) at a frozen snapshot of the embedding layer."""
+        """Point the retriever (and the store) at a frozen snapshot of the embedding layer
+        (pbwt: rebuild the index at the epoch's typed markers)."""
         emb = self.model.bert.embedding
+        if self.cfg.engine == "pbwt":
+            self._set_pbwt_markers()
+            self.refresh_state = weights if weights is not None else {}
+            return
         if weights is None:
             weights = {k: v.detach().cpu().clone() for k, v in emb.state_dict().items()}
         snap = copy.deepcopy(emb)
@@ -382,6 +417,14 @@ class Trainer:
         if training:  # leave-one-out: a query never retrieves its own two haplotypes
             s = batch["sample_idx"].long()
             exclude = torch.stack([2 * s, 2 * s + 1], dim=1)
+        if self.cfg.engine == "pbwt":  # per-site donors of both haplotypes (SiteDonors pairs)
+            from ..matching import split_haplotypes
+
+            s = batch["sample_idx"].long().cpu()
+            rows = torch.stack([2 * s, 2 * s + 1], dim=1).reshape(-1)  # interleaved: h1, h2 of each sample
+            ex = None if exclude is None else exclude.cpu().repeat_interleave(2, dim=0)
+            retriever = self.retriever if training else self.val_retriever
+            return split_haplotypes(retriever.site_donors(w, rows, exclude=ex))
         _, i1 = self.retriever.search(w, batch["hap_1"], exclude=exclude)
         _, i2 = self.retriever.search(w, batch["hap_2"], exclude=exclude)
         return i1.to(self.device), i2.to(self.device)
