@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         mode, _, rate = spec.partition(":")
         kw = {} if mode == "curriculum" else {"mask_rate": float(rate), "mask_mode": mode}
         cfg = TrainConfig(
+            engine="hamming",  # the per-window masks this script compares (pbwt trains on chromosome masks)
             max_steps=args.steps,
             time_budget_min=None,
             epochs=10_000,
