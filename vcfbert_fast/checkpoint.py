@@ -130,6 +130,86 @@ def model_config_dict(model: torch.nn.Module) -> dict | None:
     return None
 
 
+# ----------------------------------------------------------------------------- model config bounds
+
+# What a checkpoint's ``model_config`` may ask for, checked before any model is built, so that a
+# shared checkpoint cannot make ``impute`` allocate without bound. ``key: (lowest, highest)``.
+MODEL_CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1024),
+    "dims": (2, 4096),
+    "n_layers": (1, 64),
+    "attn_heads": (1, 4096),
+    "ffn_mult": (1, 16),
+    "n_af_freqs": (1, 1024),
+    "max_len": (1, 1 << 20),
+}
+MAX_MODEL_BYTES = 2 << 30  # float32 parameters and buffers of the model a checkpoint describes
+
+
+def estimated_model_bytes(cfg: dict) -> int:
+    """float32 bytes of the parameters and buffers ``BERTFoundationModel(BERTWithEmbeddingRAG)`` of
+    ``cfg`` holds, by arithmetic on the config alone (tests hold it to ``model.count_parameters``)."""
+    d, nf, f = int(cfg.get("dims", 512)), int(cfg.get("n_af_freqs", 32)), int(cfg.get("ffn_mult", 4))
+    v, layers, length = (
+        int(cfg.get("vocab_size", 7)),
+        int(cfg.get("n_layers", 12)),
+        int(cfg.get("max_len", 1030)),
+    )
+
+    def mlp(d_in: int, d_hidden: int, d_out: int) -> int:
+        return d_in * d_hidden + d_hidden + d_hidden * d_out + d_out
+
+    embedding = v * d + nf + mlp(2 * nf, d, d) + mlp(d + 2, d, d) + 2 * d
+    fusion = mlp(2 * d, d, d) + mlp(3, 32, 1) + 1
+    block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + mlp(d, f * d, d)
+    encoder = layers * block + 2 * d
+    heads = mlp(d + 2, d, 2) + mlp(7, 32, 4)
+    buffers = length * d  # the sinusoidal position table
+    return 4 * (embedding + fusion + encoder + heads + buffers)
+
+
+def check_model_config(path: str, cfg: Any) -> None:
+    """Refuse a ``model_config`` out of bounds (:data:`MODEL_CONFIG_BOUNDS`, :data:`MAX_MODEL_BYTES`),
+    before anything is allocated; the error names the file and the key."""
+    from dataclasses import fields
+
+    from .model import ModelConfig
+
+    fix = "this is not a model vcfbert-fast trains; use a checkpoint written by `vcfbert-fast train`"
+    if not isinstance(cfg, dict):
+        raise CheckpointError(path, f"model_config is a {type(cfg).__name__}, not a dict", fix)
+    known = {fl.name for fl in fields(ModelConfig)}
+    unknown = sorted(str(k) for k in cfg if k not in known)
+    if unknown:
+        raise CheckpointError(path, f"model_config has unknown key(s) {shown_names(unknown)}", fix)
+    for key, (lo, hi) in MODEL_CONFIG_BOUNDS.items():
+        if key not in cfg:
+            continue
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise CheckpointError(path, f"model_config {key}={v!r} is not a whole number", fix)
+        if not lo <= v <= hi:
+            raise CheckpointError(path, f"model_config {key}={v} is out of bounds [{lo}, {hi}]", fix)
+    dims, heads = int(cfg.get("dims", 512)), int(cfg.get("attn_heads", 16))
+    if dims % heads or dims % 2:
+        raise CheckpointError(
+            path, f"model_config dims={dims} must be even and divisible by attn_heads={heads}", fix
+        )
+    dropout = cfg.get("dropout", 0.1)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise CheckpointError(path, f"model_config dropout={dropout!r} is not in [0, 1)", fix)
+    if cfg.get("k_pool", "mean") not in ("mean", "max"):
+        raise CheckpointError(path, f"model_config k_pool={cfg['k_pool']!r} is not mean or max", fix)
+    size = estimated_model_bytes(cfg)
+    if size > MAX_MODEL_BYTES:
+        raise CheckpointError(
+            path,
+            f"model_config describes a model of {size / 2**30:.1f} GiB (dims={dims}, "
+            f"n_layers={cfg.get('n_layers', 12)}), above the {MAX_MODEL_BYTES / 2**30:.0f} GiB limit",
+            fix,
+        )
+
+
 # ----------------------------------------------------------------------------- save / load
 
 
@@ -198,6 +278,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     for key in ("model_state", "model_config", "vocab"):
         if key not in state:
             raise CheckpointError(path, f"not a vcfbert-fast checkpoint (missing '{key}')", fix)
+    check_model_config(path, state["model_config"])
     return state
 
 
