@@ -75,7 +75,7 @@ def model_tables(
     ck_layout = WindowLayout.from_dict(state["window_layout"])
     if overlap is None:
         overlap = ck_layout.overlap if ck_layout.overlap > 0 else ck_layout.max_sites // 4
-    layout = make_windows(panel.n_sites, ck_layout.max_sites, min(overlap, ck_layout.max_sites - 1))
+    layout = make_windows(panel.n_sites, ck_layout.max_sites, overlap)  # too large: refused, never clipped
     pop_af, note = _target_population_af(freqs, panel_file, samples)
     tc = dict(state.get("train_config") or {})
     k = int(tc.get("k", 0))
