@@ -431,6 +431,17 @@ def test_out_of_bounds_configs_name_the_file_and_key(tmp_path, config, words):
         assert w in str(e.value), str(e.value)
 
 
+def test_config_modelconfig_refuses_is_a_checkpoint_error_too(tmp_path):
+    """A config that passes the bounds but not ModelConfig (dims=8 with the default 16 heads): one line."""
+    import torch
+
+    from vcfbert_fast.imputation import load_model
+
+    path = _plain_checkpoint(tmp_path / "m.pt", dims=8)
+    with pytest.raises(CheckpointError, match=r"m\.pt: model_config: dims \(8\) must be divisible"):
+        load_model(path, None, torch.device("cpu"))
+
+
 def test_estimated_model_bytes_is_what_the_model_holds(rng):
     """The bound is computed from the config alone; it must stay equal to what building would allocate."""
     from vcfbert_fast.checkpoint import estimated_model_bytes

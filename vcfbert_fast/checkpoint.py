@@ -190,8 +190,8 @@ def check_model_config(path: str, cfg: Any) -> None:
             raise CheckpointError(path, f"model_config {key}={v!r} is not a whole number", fix)
         if not lo <= v <= hi:
             raise CheckpointError(path, f"model_config {key}={v} is out of bounds [{lo}, {hi}]", fix)
-    dims, heads = int(cfg.get("dims", 512)), int(cfg.get("attn_heads", 16))
-    if dims % heads or dims % 2:
+    dims, heads = cfg.get("dims"), cfg.get("attn_heads")  # absent: ModelConfig's defaults, checked there
+    if (dims is not None and dims % 2) or (dims is not None and heads is not None and dims % heads):
         raise CheckpointError(
             path, f"model_config dims={dims} must be even and divisible by attn_heads={heads}", fix
         )
@@ -204,7 +204,7 @@ def check_model_config(path: str, cfg: Any) -> None:
     if size > MAX_MODEL_BYTES:
         raise CheckpointError(
             path,
-            f"model_config describes a model of {size / 2**30:.1f} GiB (dims={dims}, "
+            f"model_config describes a model of {size / 2**30:.1f} GiB (dims={cfg.get('dims', 512)}, "
             f"n_layers={cfg.get('n_layers', 12)}), above the {MAX_MODEL_BYTES / 2**30:.0f} GiB limit",
             fix,
         )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..frequencies import population_af_rows
 
 
@@ -18,7 +18,12 @@ def load_model(model_path: str, panel, device: torch.device):
     from ..model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
 
     state = read_checkpoint(model_path)
-    config = ModelConfig.from_dict(dict(state["model_config"]))
+    try:  # read_checkpoint bounded the config; what ModelConfig still refuses is a one-line error too
+        config = ModelConfig.from_dict(dict(state["model_config"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            model_path, f"model_config: {exc}", "use a checkpoint written by `vcfbert-fast train`"
+        )
     model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(config))
     state = load_checkpoint(model_path, model=model, panel=panel)
     return model.to(device).eval(), state
