@@ -416,8 +416,7 @@ def test_huge_checkpoint_config_refused_fast_with_little_memory(tmp_path):
         ({"n_layers": 2, "hidden": 9}, ["unknown key", "hidden"]),
         ({"ffn_mult": 1000}, ["ffn_mult=1000"]),
         ({"max_len": 10**9}, ["max_len=1000000000"]),
-        ({"dropout": 1.5}, ["dropout=1.5"]),
-        ({"k_pool": "sum"}, ["k_pool='sum'"]),
+        ({"n_match_features": 10**6}, ["n_match_features=1000000"]),
     ],
 )
 def test_out_of_bounds_configs_name_the_file_and_key(tmp_path, config, words):
@@ -431,23 +430,31 @@ def test_out_of_bounds_configs_name_the_file_and_key(tmp_path, config, words):
         assert w in str(e.value), str(e.value)
 
 
-def test_config_modelconfig_refuses_is_a_checkpoint_error_too(tmp_path):
-    """A config that passes the bounds but not ModelConfig (dims=8 with the default 16 heads): one line."""
+@pytest.mark.parametrize(
+    "config, pattern",
+    [
+        ({"dims": 8}, r"dims \(8\) must be divisible"),  # the default 16 heads
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+        ({"k_pool": "sum"}, r"k_pool must be"),
+    ],
+)
+def test_config_modelconfig_refuses_is_a_checkpoint_error_too(tmp_path, config, pattern):
+    """A config within the bounds that ModelConfig refuses: a one-line CheckpointError, no traceback."""
     import torch
 
     from vcfbert_fast.imputation import load_model
 
-    path = _plain_checkpoint(tmp_path / "m.pt", dims=8)
-    with pytest.raises(CheckpointError, match=r"m\.pt: model_config: dims \(8\) must be divisible"):
+    path = _plain_checkpoint(tmp_path / "m.pt", **config)
+    with pytest.raises(CheckpointError, match=r"m\.pt: model_config: " + pattern):
         load_model(path, None, torch.device("cpu"))
 
 
 def test_estimated_model_bytes_is_what_the_model_holds(rng):
-    """The bound is computed from the config alone; it must stay equal to what building would allocate."""
+    """The bound is counted on a meta-device model: it must equal what building the model allocates."""
     from vcfbert_fast.checkpoint import estimated_model_bytes
     from vcfbert_fast.model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
 
-    for _ in range(3):
+    for _ in range(4):
         heads = int(rng.choice([1, 2, 4]))
         cfg = ModelConfig(
             dims=heads * 2 * int(rng.integers(1, 9)),
@@ -456,6 +463,8 @@ def test_estimated_model_bytes_is_what_the_model_holds(rng):
             ffn_mult=int(rng.integers(1, 5)),
             n_af_freqs=int(rng.integers(1, 40)),
             max_len=int(rng.integers(3, 300)),
+            k_pool=str(rng.choice(["attention", "mean", "max"])),
+            copy_head=bool(rng.integers(0, 2)),
         )
         model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(cfg))
         held = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])

@@ -42,7 +42,9 @@ class TrainConfig:
     num_workers: int = 0
     # retrieval
     k: int | None = None  # references per haplotype (None: 32 for pbwt, 4 otherwise); 0: plain BERT
-    engine: str = "pbwt"  # "pbwt" (per-site donors by haplotype matching), "hamming" (exact, per window), "faiss"
+    engine: str = (
+        "pbwt"  # "pbwt" (per-site donors by haplotype matching), "hamming" (exact, per window), "faiss"
+    )
     pbwt_group: int = 4  # pbwt: typed markers per donor selection point
     reference: str = "live"  # "live": encode retrieved rows each step (grads flow); "store": frozen bf16
     refresh_every: int = 1  # epochs between retriever refreshes (also at start)
@@ -151,8 +153,12 @@ def _model_shape_problems(dims: int, layers: int, heads: int, max_sites: int) ->
             bad.append(f"{name}={v} (must be in [{lo}, {hi}])")
     if not bad and (dims % heads or dims % 2):
         bad.append(f"dims={dims} (must be even and divisible by heads={heads})")
-    size = estimated_model_bytes({"dims": dims, "n_layers": layers, "max_len": max_sites + 2})
-    if not bad and size > MAX_MODEL_BYTES:
+    if bad:
+        return bad
+    size = estimated_model_bytes(
+        {"dims": dims, "n_layers": layers, "attn_heads": heads, "max_len": max_sites + 2}
+    )
+    if size is not None and size > MAX_MODEL_BYTES:
         bad.append(
             f"dims={dims}, layers={layers} ({size / 2**30:.1f} GiB of weights, above the "
             f"{MAX_MODEL_BYTES / 2**30:.0f} GiB limit)"
