@@ -23,7 +23,7 @@ def load_model(model_path: str, panel, device: torch.device):
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
             model_path, f"model_config: {exc}", "use a checkpoint written by `vcfbert-fast train`"
-        )
+        ) from None
     model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(config))
     state = load_checkpoint(model_path, model=model, panel=panel)
     return model.to(device).eval(), state
