@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source (pyproject.toml reads it; `vcfbert-fast --version`)
 
 _LAZY = {
     # model (drop-in names)

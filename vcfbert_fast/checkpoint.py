@@ -130,6 +130,77 @@ def model_config_dict(model: torch.nn.Module) -> dict | None:
     return None
 
 
+# ----------------------------------------------------------------------------- model config bounds
+
+# What a checkpoint's ``model_config`` may ask for, checked before any model is built, so that a
+# shared checkpoint cannot make ``impute`` allocate without bound. ``key: (lowest, highest)``.
+MODEL_CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1024),
+    "dims": (2, 4096),
+    "n_layers": (1, 64),
+    "attn_heads": (1, 4096),
+    "ffn_mult": (1, 16),
+    "n_af_freqs": (1, 1024),
+    "max_len": (1, 1 << 20),
+    "n_match_features": (1, 64),
+}
+MAX_MODEL_BYTES = 2 << 30  # parameters and buffers of the model a checkpoint describes
+
+
+def estimated_model_bytes(cfg: dict) -> int | None:
+    """Bytes of the parameters and buffers ``BERTFoundationModel(BERTWithEmbeddingRAG)`` of ``cfg``
+    holds, counted on a model built on the ``meta`` device (shapes only, nothing allocated), so the
+    count follows the model as it changes. None when ``ModelConfig`` refuses ``cfg`` (not our model).
+    Call it on a config :func:`check_model_config` has bounded: building cost grows with n_layers."""
+    from .model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
+
+    try:
+        config = ModelConfig.from_dict(dict(cfg))
+    except (TypeError, ValueError):
+        return None
+    with torch.device("meta"):
+        model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(config))
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def check_model_config(path: str, cfg: Any) -> None:
+    """Refuse a ``model_config`` out of bounds (:data:`MODEL_CONFIG_BOUNDS`, :data:`MAX_MODEL_BYTES`),
+    before anything is allocated; the error names the file and the key. What else ``ModelConfig``
+    refuses (e.g. an unknown ``k_pool``) is left to it: ``load_model`` reports that as one line too."""
+    from dataclasses import fields
+
+    from .model import ModelConfig
+
+    fix = "this is not a model vcfbert-fast trains; use a checkpoint written by `vcfbert-fast train`"
+    if not isinstance(cfg, dict):
+        raise CheckpointError(path, f"model_config is a {type(cfg).__name__}, not a dict", fix)
+    known = {fl.name for fl in fields(ModelConfig)}
+    unknown = sorted(str(k) for k in cfg if k not in known)
+    if unknown:
+        raise CheckpointError(path, f"model_config has unknown key(s) {shown_names(unknown)}", fix)
+    for key, (lo, hi) in MODEL_CONFIG_BOUNDS.items():
+        if key not in cfg:
+            continue
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise CheckpointError(path, f"model_config {key}={v!r} is not a whole number", fix)
+        if not lo <= v <= hi:
+            raise CheckpointError(path, f"model_config {key}={v} is out of bounds [{lo}, {hi}]", fix)
+    dims, heads = cfg.get("dims"), cfg.get("attn_heads")  # absent: ModelConfig's defaults, checked there
+    if (dims is not None and dims % 2) or (dims is not None and heads is not None and dims % heads):
+        raise CheckpointError(
+            path, f"model_config dims={dims} must be even and divisible by attn_heads={heads}", fix
+        )
+    size = estimated_model_bytes(cfg)
+    if size is not None and size > MAX_MODEL_BYTES:
+        raise CheckpointError(
+            path,
+            f"model_config describes a model of {size / 2**30:.1f} GiB (dims={cfg.get('dims', 512)}, "
+            f"n_layers={cfg.get('n_layers', 12)}), above the {MAX_MODEL_BYTES / 2**30:.0f} GiB limit",
+            fix,
+        )
+
+
 # ----------------------------------------------------------------------------- save / load
 
 
@@ -198,6 +269,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     for key in ("model_state", "model_config", "vocab"):
         if key not in state:
             raise CheckpointError(path, f"not a vcfbert-fast checkpoint (missing '{key}')", fix)
+    check_model_config(path, state["model_config"])
     return state
 
 

@@ -22,7 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with ``only``, import just that subcommand's module (fast start-up)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="vcfbert-fast", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vcfbert-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import VcfBertError
 
     argv = sys.argv[1:] if argv is None else argv
-    only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    # no subcommand named (--version, --help, a typo): build no subcommand's flags, import nothing heavy
+    only = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
     args = build_parser(only).parse_args(argv)
     try:
         return int(args._module.run(args) or 0)

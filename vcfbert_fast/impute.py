@@ -17,6 +17,7 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
 
 from __future__ import annotations
 
+import numbers
 import shlex
 import sys
 import time
@@ -38,6 +39,43 @@ from .imputation import (
 )
 
 VOTE = "vote"  # --model vote: impute from the PBWT donors alone, no checkpoint
+
+
+def check_options(
+    ref_path, target_path, model_path, out_path, panel_file, batch_size, overlap, prephase=None
+) -> None:
+    """Refuse, before any work, options that would fail late or silently change the output."""
+    from .paths import check_output_file
+
+    def whole(x) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    if not whole(batch_size) or batch_size < 1:
+        raise InputError(
+            None,
+            f"--batch-size {batch_size} must be a whole number >= 1",
+            "e.g. --batch-size 32 (the default)",
+        )
+    if overlap is not None and (not whole(overlap) or overlap < 0):
+        raise InputError(None, f"--overlap {overlap} must be a whole number >= 0", "omit it for the default")
+    model_file = None if model_path == VOTE else model_path
+    inputs = {"--ref": ref_path, "--target": target_path, "--model": model_file, "--panel": panel_file}
+    check_output_file(out_path, inputs)
+    if prephase:  # the Beagle step's output (``prephase_with_beagle``) must not replace an input either
+        check_output_file(f"{out_path}.prephased.vcf.gz", inputs, flag="--out (its .prephased.vcf.gz)")
+
+
+def check_overlap(model_path: str, state: dict, overlap: int | None) -> None:
+    """Refuse an ``--overlap`` the checkpoint's windows cannot hold (never clipped silently)."""
+    if overlap is None:
+        return
+    most = int(state["window_layout"]["max_sites"]) - 1
+    if overlap > most:
+        raise InputError(
+            model_path,
+            f"--overlap {overlap} is above this model's maximum {most} (its windows hold {most + 1} sites)",
+            f"use --overlap 0..{most}, or omit it for the default",
+        )
 
 
 def impute(
@@ -63,6 +101,7 @@ def impute(
     from .io import align_target, read_panel, read_target
 
     t0 = time.perf_counter()
+    check_options(ref_path, target_path, model_path, out_path, panel_file, batch_size, overlap, prephase)
     dev = resolve_device(device)
     if prephase not in (None, "beagle"):
         raise InputError(None, f"--prephase {prephase!r} is not supported", "use --prephase beagle")
@@ -72,6 +111,8 @@ def impute(
     panel = read_panel(ref_path, panel_file, progress=progress)
     vote = model_path == VOTE
     model, state = (None, None) if vote else load_model(model_path, panel, dev)
+    if not vote:
+        check_overlap(model_path, state, overlap)
     target = read_target(str(target_path), progress=progress)
     # 2. phase
     target, unph, prephased_path = phase_target(

@@ -10,18 +10,21 @@ trainer itself lives in :mod:`vcfbert_fast.training`; ``Trainer``, ``TrainConfig
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from .checkpoint import read_checkpoint
-from .errors import CheckpointError
+from .devices import resolve_device
+from .errors import CheckpointError, InputError
 from .training import TrainConfig, Trainer, lr_factor, mask_schedules
 
 __all__ = [
     "TrainConfig",
     "Trainer",
     "add_arguments",
+    "check_run_dir",
     "config_from_args",
     "lr_factor",
     "mask_schedules",
@@ -104,6 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="run directory: last.pt, best.pt, metrics.jsonl")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (mid-epoch)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run already in OUT (its best.pt, last.pt, metrics.jsonl)",
+    )
     for flag, name, typ, help_text in _ARGS:
         if typ is None:
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
@@ -125,10 +133,38 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     return TrainConfig.from_dict(d)
 
 
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")
+
+
+def check_run_dir(out: str, resume: bool, force: bool) -> list[Path]:
+    """Refuse to train into ``out`` when that would replace a run nobody asked to replace.
+
+    A directory holding ``best.pt``/``last.pt``/``metrics.jsonl`` needs ``--resume`` (continue it)
+    or ``--force`` (replace it). Returns the old run's files that ``--force`` replaces: the caller
+    removes them just before training, so no old ``best.pt`` survives beside the new run. Only the
+    main process (``RANK`` 0) looks, so torchrun ranks do not race.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return []
+    fix = "pass --resume to continue it, --force to replace it, or choose a new --out directory"
+    if resume and force:
+        raise InputError(out, "--resume and --force contradict each other", "pass one of them")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InputError(out, "--out is a file; train writes a run directory", "choose a new --out directory")
+    found = [path / name for name in RUN_FILES if (path / name).exists()]
+    if not found or resume:
+        return []
+    if not force:
+        raise InputError(out, f"--out already holds a training run ({', '.join(p.name for p in found)})", fix)
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     """Read the panel, train (or resume) into ``args.out``, print a one-line summary on stderr."""
     from .io import read_panel
 
+    replaced = check_run_dir(args.out, args.resume, getattr(args, "force", False))
     base = None
     if args.resume:
         last = Path(args.out) / "last.pt"
@@ -136,7 +172,17 @@ def run(args: argparse.Namespace) -> int:
             raise CheckpointError(str(last), "nothing to resume", "train without --resume first")
         base = TrainConfig.from_dict(read_checkpoint(last).get("train_config", {}))
     cfg = config_from_args(args, base)
+    # a bad --device is refused before the panel is read (LOCAL_RANK: no CUDA context on GPU 0 per rank)
+    local_rank = os.environ.get("LOCAL_RANK")
+    resolve_device(cfg.device, int(local_rank) if local_rank is not None else None)
     panel = read_panel(args.ref, args.panel, progress=cfg.progress)
+    for old in replaced:  # --force: the old run goes only once the new one is ready to start
+        old.unlink(missing_ok=True)
+    if replaced:
+        print(
+            f"vcfbert-fast train: --force: removed the old {', '.join(p.name for p in replaced)}",
+            file=sys.stderr,
+        )
     trainer = Trainer(cfg, panel, None, args.out, resume=args.resume)
     try:
         if trainer.dist.main:

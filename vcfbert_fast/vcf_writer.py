@@ -7,10 +7,12 @@ Why the shape it has:
 * GP is rounded to thousandths with the sum forced to exactly 1.000, and DS is then written
   as exactly ``GP1 + 2*GP2``; HDS is rounded on its own (so ``DS == HDS1 + HDS2`` holds to
   +-0.002). GT is the phased best guess ``round(HDS)`` per haplotype unless given.
-* BGZF is written with zlib (``io.bgzf.BgzfWriter``: no dependency on the ``bgzip`` binary);
-  the index is made by ``tabix -p vcf`` or ``bcftools index -t`` (``io.bgzf.index_vcf``).
-  Without either, the file is written unindexed and the writer says so (the summary's
-  ``index`` is then ``None``).
+* BGZF is written with zlib (``io.bgzf.BgzfWriter``: no dependency on the ``bgzip`` binary)
+  into a hidden ``.NAME.partial-<pid>`` beside the output, removed on any error or Ctrl-C;
+  the index is made on it by ``tabix -p vcf`` or ``bcftools index -t``, and both are renamed
+  into place (``io.bgzf.install_vcf``). Without either tool, or if indexing fails, the file is
+  written unindexed, any old index beside it is removed (it would be stale), and the writer
+  says so on stderr (the summary's ``index`` is then ``None``).
 * ``INFO/DR2`` is the estimated dosage r^2: minimac's Rsq on haplotype dosages,
   ``var(HDS) / (p (1 - p))`` over the output haplotypes with ``p = mean(HDS)``, clipped to
   [0, 1] (0 at monomorphic sites). ``INFO/AF`` is ``p``.
@@ -25,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io.bgzf import BgzfWriter, index_vcf
+from .io.bgzf import BgzfWriter, install_vcf
+from .paths import partial_file
 
 FIELD_WIDTH = 40  # "\t" + "a|b" + ":D.DDD" + ":P.PPP,P.PPP,P.PPP" + ":H.HHH,H.HHH"
 
@@ -206,9 +209,9 @@ def write_imputed_vcf(
     passthrough = sorted(passthrough or [], key=lambda t: t[0])
     pt_pos = np.array([p for p, _ in passthrough], dtype=np.int64)
     pt_next = 0
-    tmp = path + ".tmp"
     n_written = 0
-    with BgzfWriter(tmp) as out:
+    # a hidden .NAME.partial-<pid> (never mistaken for a finished output), removed on any error or Ctrl-C
+    with partial_file(path) as tmp, BgzfWriter(tmp) as out:
         head = header_lines(sites.contig, samples, command, extra_header)
         out.write(("\n".join(head) + "\n").encode())
         for a in range(0, m, chunk_sites):
@@ -236,8 +239,8 @@ def write_imputed_vcf(
                 progress(b - a)
         rest = [t.rstrip("\n").encode() + b"\n" for _, t in passthrough[pt_next:]]
         out.write(b"".join(rest))
-    os.replace(tmp, path)
-    idx = index_vcf(path) if index else None
+        out.close()  # complete (EOF block) before it is indexed and renamed into place
+        idx = install_vcf(tmp, path, index=index)
     return {
         "path": path,
         "index": idx,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..frequencies import population_af_rows
 
 
@@ -18,7 +18,12 @@ def load_model(model_path: str, panel, device: torch.device):
     from ..model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
 
     state = read_checkpoint(model_path)
-    config = ModelConfig.from_dict(dict(state["model_config"]))
+    try:  # read_checkpoint bounded the config; what ModelConfig still refuses is a one-line error too
+        config = ModelConfig.from_dict(dict(state["model_config"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            model_path, f"model_config: {exc}", "use a checkpoint written by `vcfbert-fast train`"
+        ) from None
     model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(config))
     state = load_checkpoint(model_path, model=model, panel=panel)
     return model.to(device).eval(), state
@@ -75,7 +80,7 @@ def model_tables(
     ck_layout = WindowLayout.from_dict(state["window_layout"])
     if overlap is None:
         overlap = ck_layout.overlap if ck_layout.overlap > 0 else ck_layout.max_sites // 4
-    layout = make_windows(panel.n_sites, ck_layout.max_sites, min(overlap, ck_layout.max_sites - 1))
+    layout = make_windows(panel.n_sites, ck_layout.max_sites, overlap)  # too large: refused, never clipped
     pop_af, note = _target_population_af(freqs, panel_file, samples)
     tc = dict(state.get("train_config") or {})
     k = int(tc.get("k", 0))

@@ -42,7 +42,9 @@ class TrainConfig:
     num_workers: int = 0
     # retrieval
     k: int | None = None  # references per haplotype (None: 32 for pbwt, 4 otherwise); 0: plain BERT
-    engine: str = "pbwt"  # "pbwt" (per-site donors by haplotype matching), "hamming" (exact, per window), "faiss"
+    engine: str = (
+        "pbwt"  # "pbwt" (per-site donors by haplotype matching), "hamming" (exact, per window), "faiss"
+    )
     pbwt_group: int = 4  # pbwt: typed markers per donor selection point
     reference: str = "live"  # "live": encode retrieved rows each step (grads flow); "store": frozen bf16
     refresh_every: int = 1  # epochs between retriever refreshes (also at start)
@@ -119,6 +121,9 @@ class TrainConfig:
             bad.append(f"val_fraction={self.val_fraction} (must be in [0, 1))")
         if self.max_steps is not None and self.max_steps < 1:
             bad.append(f"max_steps={self.max_steps} (must be >= 1)")
+        if self.threads is not None and self.threads < 1:
+            bad.append(f"threads={self.threads} (must be >= 1; omit it for torch's default)")
+        bad += _model_shape_problems(self.dims, self.layers, self.heads, self.max_sites)
         if bad:
             raise InputError(
                 None, "bad training option: " + ", ".join(bad), "see `vcfbert-fast train --help`"
@@ -131,6 +136,34 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _model_shape_problems(dims: int, layers: int, heads: int, max_sites: int) -> list[str]:
+    """The model options a checkpoint could not hold (``checkpoint.check_model_config``'s bounds)."""
+    from ..checkpoint import MAX_MODEL_BYTES, MODEL_CONFIG_BOUNDS, estimated_model_bytes
+
+    bad = []
+    for name, key, v in (
+        ("dims", "dims", dims),
+        ("layers", "n_layers", layers),
+        ("heads", "attn_heads", heads),
+    ):
+        lo, hi = MODEL_CONFIG_BOUNDS[key]
+        if not lo <= v <= hi:
+            bad.append(f"{name}={v} (must be in [{lo}, {hi}])")
+    if not bad and (dims % heads or dims % 2):
+        bad.append(f"dims={dims} (must be even and divisible by heads={heads})")
+    if bad:
+        return bad
+    size = estimated_model_bytes(
+        {"dims": dims, "n_layers": layers, "attn_heads": heads, "max_len": max_sites + 2}
+    )
+    if size is not None and size > MAX_MODEL_BYTES:
+        bad.append(
+            f"dims={dims}, layers={layers} ({size / 2**30:.1f} GiB of weights, above the "
+            f"{MAX_MODEL_BYTES / 2**30:.0f} GiB limit)"
+        )
+    return bad
 
 
 # Options that shape the model, the data split or the windows: a resumed run must keep them.
