@@ -52,9 +52,17 @@ def join_process_group(device_pref: str) -> DistContext:
     return DistContext(rank, world, local, True)
 
 
-def leave_process_group(ctx: DistContext) -> None:
-    """Destroy the process group if ``ctx`` created it (a group joined from outside stays)."""
+def leave_process_group(ctx: DistContext, synchronise: bool = True) -> None:
+    """Destroy the process group if ``ctx`` created it (a group joined from outside stays).
+
+    ``synchronise``: wait at a barrier first, so no rank tears its sockets down while another is
+    still finishing (rank 0 writes the checkpoint): a gloo peer closing early aborts the other
+    ("terminate called without an active exception", seen once in CI). Pass False on an error
+    path, where the other ranks may never arrive.
+    """
     if ctx.owns_group:
+        if synchronise:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
         ctx.owns_group = False
 

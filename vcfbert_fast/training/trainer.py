@@ -103,6 +103,7 @@ class Trainer:
             torch.set_num_threads(int(cfg.threads))
         self.out_dir = Path(out_dir)
         self.dist = join_process_group(cfg.device)
+        self._finished = False  # train() ran to its end: close() then waits for the other ranks
         self.device = resolve_device(cfg.device, self.dist.local_rank if self.dist.enabled else None)
         self.is_cuda = self.device.type == "cuda"
         use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.is_cuda)
@@ -574,6 +575,7 @@ class Trainer:
             self._finish(loop)
         finally:
             loop.bar.close()
+        self._finished = True
         return self._summary(loop)
 
     def _begin(self) -> _Loop:
@@ -743,5 +745,6 @@ class Trainer:
         return summary
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it."""
-        leave_process_group(self.dist)
+        """Leave the process group if this trainer created it (in step with the other ranks
+        when training finished; at once after an error or Ctrl-C)."""
+        leave_process_group(self.dist, synchronise=self._finished)
