@@ -137,6 +137,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def fastest_s(*fns: Callable[[], object], repeats: int = 9) -> list[float]:
+    """Fastest call of each function (seconds), calls interleaved so a burst of load hits all of
+    them: the same-process CPU speed ratios of the op benchmarks."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for j, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[j] = min(best[j], time.perf_counter() - t0)
+    return best
+
+
 def median_ms(fn: Callable[[], object], device: torch.device, reps: int = 10, warmup: int = 3) -> float:
     """Median wall time of ``fn`` in ms (CUDA events on GPU), after ``warmup`` calls."""
     for _ in range(warmup):

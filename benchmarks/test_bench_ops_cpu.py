@@ -9,10 +9,9 @@ too): on a shared 2-core box a median or a 2-thread pool measures the neighbours
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
+from step_setup import fastest_s
 
 from vcfbert_fast import _ext
 from vcfbert_fast.ops import pack_bits, quantize_weights
@@ -25,19 +24,6 @@ pytestmark = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"extension not built: 
 # on the loaded 2-core CI box: uniform 17-46x, weighted 6.2-11.8x (byte-table lookups against a
 # float64 GEMM); a C++ kernel that lost its popcount or byte tables would fall below these.
 MIN_SPEEDUP = {"uniform": 10.0, "weighted": 4.0}
-
-
-def _fastest_s(*fns, repeats: int = 9) -> list[float]:
-    """Fastest call of each function, calls interleaved so a burst of load hits all of them."""
-    for fn in fns:
-        fn()  # warm-up
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for j, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[j] = min(best[j], time.perf_counter() - t0)
-    return best
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +61,7 @@ def test_hamming_cpp_speedup_over_reference(benchmark, hamming_data, weighted, o
     d_c, i_c = benchmark(cpp)
     d_r, i_r = ref()
     assert torch.equal(i_c, i_r) and torch.equal(d_c, d_r)
-    t_cpp, t_ref = _fastest_s(cpp, ref)
+    t_cpp, t_ref = fastest_s(cpp, ref)
     speedup = t_ref / t_cpp
     name = "weighted" if weighted else "uniform"
     print(

@@ -43,17 +43,104 @@ def _case(rng, missing: bool = False):
     return pack_markers(ref), ref, q, pts, k, ex, ids
 
 
+def _assert_oracle(bits, q, pts, k, ex=None, ids=None, seed=0):
+    """The op's (rows, left, right) equal the oracle's; returns them."""
+    n_q = q.shape[0]
+    ex = np.full((n_q, 0), -1, dtype=np.int64) if ex is None else np.asarray(ex, dtype=np.int64).reshape(n_q, -1)
+    ids = np.arange(n_q, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    pts = np.asarray(pts, dtype=np.int64)
+    got = pbwt_donors(bits, q, pts, k, exclude=ex, query_ids=ids, seed=seed)
+    want = pbwt_donors_reference(
+        bits, torch.from_numpy(q), torch.from_numpy(ex), torch.from_numpy(ids), torch.from_numpy(pts), k, seed
+    )
+    for g, w, name in zip(got, want, ("rows", "left", "right")):
+        assert g.shape == (n_q, pts.shape[0], k), f"{name} shape {tuple(g.shape)}"
+        assert torch.equal(g, w), f"{name} differ from the oracle"
+    return got
+
+
 @pytest.mark.parametrize("missing", [False, True], ids=["pbwt-path", "brute-path"])
 def test_op_equals_oracle(rng, missing):
     for _ in range(25):
         bits, _, q, pts, k, ex, ids = _case(rng, missing)
-        seed = int(rng.integers(0, 2**31))
-        got = pbwt_donors(bits, q, pts, k, exclude=ex, query_ids=ids, seed=seed)
-        want = pbwt_donors_reference(
-            bits, torch.from_numpy(q), torch.from_numpy(ex), torch.from_numpy(ids), torch.from_numpy(pts), k, seed
-        )
-        for g, w, name in zip(got, want, ("rows", "left", "right")):
-            assert torch.equal(g, w), f"{name} differ from the oracle"
+        _assert_oracle(bits, q, pts, k, ex, ids, seed=int(rng.integers(0, 2**31)))
+
+
+@pytest.mark.parametrize("t", [1, 7, 63, 64, 65, 127, 128, 129, 200])
+def test_word_boundary_sizes(rng, t):
+    """T around the 64-bit word edges (padding bits, runs crossing words), N not a multiple of 64,
+    k above the panel: the tail is -1 in rows, left and right alike."""
+    for n in (1, 5, 63, 65, 130):
+        ref = _panel(rng, n, t, int(rng.integers(1, 4)), 0.02)
+        q = (ref[rng.integers(0, n, 3)] ^ (rng.random((3, t)) < 0.02)).astype(np.int8)
+        q[2] = rng.integers(0, 2, t)  # one unrelated query: short runs
+        k = n + 3
+        pts = np.unique(np.r_[0, rng.integers(0, t + 1, 6), t])
+        rows, left, right = _assert_oracle(bits := pack_markers(ref), q, pts, k, seed=int(rng.integers(0, 2**31)))
+        assert bits.shape == (n, (t + 63) // 64)
+        assert (rows[..., n:] == -1).all() and (left[..., n:] == -1).all() and (right[..., n:] == -1).all()
+        assert (rows[..., :n] >= 0).all()
+        assert ((left + right)[..., :n] <= t).all()
+
+
+def test_many_identical_haplotypes(rng):
+    """A panel of 3 haplotypes copied ~60 times each, no mutations: every score ties in blocks."""
+    n, t = 190, 150
+    ref = _panel(rng, n, t, 3, 0.0)
+    q = np.concatenate([ref[:2], (ref[2:4] ^ (rng.random((2, t)) < 0.05))]).astype(np.int8)
+    for k in (1, 16, 70, n):
+        _assert_oracle(pack_markers(ref), q, np.arange(0, t + 1, 5), k, ids=rng.integers(0, 99, 4), seed=k)
+
+
+def test_missing_calls_mixed_batch(rng):
+    """Queries with and without missing calls in one call (two paths), an all-missing query (every
+    row scores T: a pure draw), a missing stretch across a word edge."""
+    n, t = 80, 140
+    ref = _panel(rng, n, t, 4, 0.02)
+    q = ref[rng.integers(0, n, 5)].astype(np.int8)
+    q[1, rng.random(t) < 0.1] = -1
+    q[2] = -1
+    q[3, 50:90] = -1
+    q[4, 0] = q[4, t - 1] = -1  # missing at both ends
+    _, left, right = _assert_oracle(pack_markers(ref), q, np.arange(0, t + 1, 7), 12, seed=int(rng.integers(0, 99)))
+    assert ((left[2] + right[2]) == t).all()  # all-missing: every row matches everywhere
+
+
+def test_points_dense_sparse_and_ends(rng):
+    """Points at every boundary (a stretch of untyped sites maps to adjacent boundaries), only the
+    two ends, a single point, no point at all."""
+    n, t = 50, 100
+    ref = _panel(rng, n, t, 3, 0.03)
+    q = (ref[:3] ^ (rng.random((3, t)) < 0.03)).astype(np.int8)
+    bits = pack_markers(ref)
+    for pts in (np.arange(t + 1), np.array([0, t]), np.array([0]), np.array([t]), np.arange(40, 46)):
+        rows, left, right = _assert_oracle(bits, q, pts, 6, seed=1)
+        if pts[0] == 0:
+            assert (left[:, 0] == 0).all()
+        if pts[-1] == t:
+            assert (right[:, -1] == 0).all()
+    # dense points with k = N (every row at every boundary): match_runs gives the same runs
+    rows, left, right = pbwt_donors(bits, q, np.arange(t + 1), n)
+    lr = match_runs(bits, q, rows.reshape(3, -1), torch.arange(t + 1).repeat_interleave(n).expand(3, -1))
+    assert torch.equal(lr[0], left.reshape(3, -1)) and torch.equal(lr[1], right.reshape(3, -1))
+    rows, left, right = pbwt_donors(bits, q, np.array([], dtype=np.int64), 4)
+    assert rows.shape == left.shape == right.shape == (3, 0, 4)
+
+
+def test_exclusion_against_oracle(rng):
+    """Excluded rows: duplicates, -1 padding, all of one founder's copies, and every row."""
+    n, t = 40, 90
+    ref = _panel(rng, n, t, 2, 0.0)
+    q = ref[[0, 1, 2]].astype(np.int8)
+    same = np.flatnonzero((ref == ref[0]).all(1))  # the exact copies of query 0
+    ex = np.full((3, n), -1, dtype=np.int64)
+    ex[0, : same.shape[0]] = same
+    ex[1, :4] = [1, 1, -1, 1]
+    ex[2] = np.arange(n)
+    rows, left, right = _assert_oracle(pack_markers(ref), q, np.arange(0, t + 1, 9), 10, ex, seed=7)
+    assert not np.isin(rows[0].numpy(), same).any()
+    assert not (rows[1] == 1).any()
+    assert (rows[2] == -1).all() and (left[2] == -1).all() and (right[2] == -1).all()
 
 
 def test_definition_by_loops(rng):

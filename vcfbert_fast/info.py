@@ -56,7 +56,7 @@ def info() -> dict:
     import torch
 
     from . import _ext
-    from .ops import _cupy_gather, embed_flatten_backend, gather_backend, hamming_backend
+    from .ops import _cupy_gather, embed_flatten_backend, gather_backend, hamming_backend, pbwt_backend
     from .ops.triton import HAMMING_MAX_K
 
     cuda_ok = torch.cuda.is_available()
@@ -85,6 +85,10 @@ def info() -> dict:
         "hamming_topk": hamming,
         "embed_flatten": embed_flatten_backend(device),
     }
+    # pbwt_donors and match_runs share one registration and always run on the CPU
+    pbwt = pbwt_backend() if device == "cpu" else f"{pbwt_backend()} (on the CPU)"
+    d["op_paths"]["pbwt_donors"] = pbwt
+    d["op_paths"]["match_runs"] = pbwt
     return d
 
 
