@@ -454,7 +454,7 @@ def hand_count(
 ) -> dict:
     lin = lambda i, o, bias=True: i * o + (o if bias else 0)
     embedding = vocab * d + nf + lin(2 * nf, d) + lin(d, d) + lin(d + 2, d) + lin(d, d) + 2 * d
-    donor_attention = lin(d, d) + lin(d, d) + lin(mf, 16) + lin(16, 1) + mf  # q, v, prior MLP, vote weight
+    donor_attention = lin(d, d) + lin(d, d) + lin(mf, 16) + 16 + mf  # q, v, prior MLP (no output bias), vote weight
     fusion = lin(2 * d, d) + lin(d, d) + lin(3, 32) + lin(32, 1) + 1 + (donor_attention if attention else 0)
     block = 2 * d + lin(d, 3 * d) + lin(d, d) + 2 * d + lin(d, ffn * d) + lin(ffn * d, d)
     encoder = layers * block + 2 * d

@@ -85,8 +85,8 @@ def sinusoidal_table(length: int, dims: int) -> torch.Tensor:
     return table.float()
 
 
-def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+def _mlp(d_in: int, d_hidden: int, d_out: int, out_bias: bool = True) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out, bias=out_bias))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +185,9 @@ class DonorAttention(nn.Module):
         super().__init__()
         self.q = nn.Linear(dims, dims)
         self.v = nn.Linear(dims, dims) if values else None  # the copy head needs only the weights
-        self.prior = _mlp(n_features, 16, 1)  # runs on every (donor, site): keep it small
+        # runs on every (donor, site): keep it small. No output bias: a constant added to every
+        # donor's score cancels in the softmax over K, so it would never learn (its gradient is 0)
+        self.prior = _mlp(n_features, 16, 1, out_bias=False)
         # A linear term on the features that starts as the donor vote: the last match feature is
         # (left + right - best) / 10, so weight 1 there gives softmax(0.1 * (left + right)), the
         # vote's weights (matching.VOTE_ALPHA). A Parameter, so the model's Linear init leaves it.
