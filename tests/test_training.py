@@ -3,6 +3,9 @@ and the names the `train` subcommand module keeps exporting."""
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 
 from vcfbert_fast.metrics import ImputationMetrics
@@ -108,3 +111,43 @@ def test_training_doc_names_real_modules_and_names():
                 owner = getattr(module, name)
     for step in re.findall(r"`(_\w+)`", section):  # the loop's named steps
         assert hasattr(importlib.import_module("vcfbert_fast.training.trainer").Trainer, step), step
+
+
+def test_metrics_r2_by_maf_bin_matches_numpy(rng):
+    """Pooled dosage r^2 per MAF bin equals numpy's corrcoef over the same masked genotypes,
+    accumulated over two batches (the moment sums are additive, as ranks need)."""
+    from vcfbert_fast.metrics import MAF_BINS, bin_label
+
+    m = ImputationMetrics()
+    xs, ys, mafs = [], [], []
+    for _ in range(2):
+        b, length = 7, 40
+        af = torch.from_numpy(rng.uniform(0.0, 1.0, (b, length))).float()
+        l1 = torch.from_numpy(rng.integers(0, 2, (b, length)))
+        l2 = torch.from_numpy(rng.integers(0, 2, (b, length)))
+        l2[0, :3] = -100  # padding: not scored
+        mask = torch.from_numpy(rng.random((b, length)) < 0.7)
+        logits = {
+            "hap1_logits": torch.from_numpy(rng.normal(size=(b, length, 2))).float(),
+            "hap2_logits": torch.from_numpy(rng.normal(size=(b, length, 2))).float(),
+            "gt_logits": torch.zeros(b, length, 4),
+        }
+        batch = {"mask": mask, "af": af, "hap_1_label": l1, "hap_2_label": l2, "gt_label": l1 * 2 + l2.clamp_min(0)}
+        m.update(logits, batch)
+        p = [torch.softmax(logits[k].double(), -1)[..., 1].numpy() for k in ("hap1_logits", "hap2_logits")]
+        keep = (mask & (l1 >= 0) & (l2 >= 0)).numpy()
+        xs.append((p[0] + p[1])[keep])
+        ys.append((l1 + l2).numpy()[keep].astype(float))
+        a = af.double().numpy()[keep]
+        mafs.append(np.minimum(a, 1.0 - a))
+    x, y, maf = np.concatenate(xs), np.concatenate(ys), np.concatenate(mafs)
+    r = m.compute()
+    got = []
+    for lo, hi in itertools.pairwise(MAF_BINS):
+        sel = (maf >= lo) & ((maf <= hi) if hi == MAF_BINS[-1] else (maf < hi))
+        want = np.corrcoef(x[sel], y[sel])[0, 1] ** 2 if sel.sum() > 1 else float("nan")
+        key = f"r2 {bin_label(lo, hi)}"
+        assert (np.isnan(want) and np.isnan(r[key])) or abs(r[key] - want) < 1e-9, key
+        if not np.isnan(want):
+            got.append(want)
+    assert abs(r["r2"] - np.mean(got)) < 1e-9

@@ -65,6 +65,7 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--schedule", "schedule", str, "LR decay after warmup: cosine or linear"),
     ("--grad-accum", "grad_accum", int, "micro-batches per optimizer step"),
     ("--clip", "clip", float, "gradient-norm clip (0: off)"),
+    ("--focal-gamma", "focal_gamma", float, "focal loss gamma (0: cross-entropy)"),
     (
         "--mask-rate",
         "mask_rate",
@@ -85,7 +86,7 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--val-every", "val_every_steps", int, "also validate every N steps (0: once per epoch)"),
     ("--val-max-batches", "val_max_batches", int, "cap validation batches (a fixed random subset; 0: all)"),
     ("--early-stop-patience", "early_stop_patience", int, "validations without improvement before stopping"),
-    ("--early-stop-metric", "early_stop_metric", str, "accuracy or loss"),
+    ("--early-stop-metric", "early_stop_metric", str, "accuracy, r2 (mean masked-site dosage r^2 over MAF bins) or loss"),
     ("--checkpoint-every", "checkpoint_every_steps", int, "write last.pt every N steps"),
     ("--log-every", "log_every", int, "read and log the loss every N steps"),
     ("--seed", "seed", int, "seed of split, masks, sampler and initialisation"),

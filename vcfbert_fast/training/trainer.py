@@ -451,7 +451,7 @@ class Trainer:
         """Logits and the focal loss of a device batch, under the run's autocast."""
         with self._autocast():
             out = self.step_module(batch, r1, r2)
-            loss, _ = imputation_loss(out, batch)
+            loss, _ = imputation_loss(out, batch, gamma=self.cfg.focal_gamma)
         return out, loss
 
     # ------------------------------------------------------------------ logging
@@ -529,8 +529,8 @@ class Trainer:
         """Track the best model; True when early stopping says stop."""
         if result is None:
             return False
-        if self.cfg.early_stop_metric == "accuracy":
-            value, better = result["accuracy"], lambda a, b: a > b
+        if self.cfg.early_stop_metric in ("accuracy", "r2"):
+            value, better = result[self.cfg.early_stop_metric], lambda a, b: a > b
         else:
             value, better = result.get("loss", float("nan")), lambda a, b: a < b
         if math.isnan(value):
