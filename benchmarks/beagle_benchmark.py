@@ -154,7 +154,7 @@ def section_text(args, res: dict, runs: dict, sim_info: dict) -> str:
             )
             + (f", extra flags `{args.train_args}`" if args.train_args else "")
             + f"; stopped after {runs.get('train_steps', '?')} steps; imputed "
-            + (f"with {args.impute_threads} torch thread(s) and " if args.impute_threads else "with ")
+            + f"with `--threads {args.impute_threads or args.threads}` and "
             + ("the true phase." if args.phased_target else "`--prephase beagle`.")
         ),
         "Load average (1/5/15 min) before the tools: "
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "--impute-threads",
         type=int,
         default=None,
-        help="OMP_NUM_THREADS of the impute step (default: torch's)",
+        help="`impute --threads` of the vote and model rows (default --threads)",
     )
     p.add_argument("--minimac", action="store_true", help="also run minimac4 on the Beagle-phased target")
     p.add_argument(
@@ -350,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         vote_out = out / "vote.vcf.gz"
         vote_cmd = ["impute", "--ref", ref, "--target", target, "--model", "vote", "--out", str(vote_out)]
         runs["vcfbert-fast vote"] = timed(
-            py + vote_cmd + ["--no-progress", *imp_flags], out / "logs" / "vote.time", output=vote_out
+            py + vote_cmd + ["--no-progress", "--threads", str(args.impute_threads or args.threads), *imp_flags],
+            out / "logs" / "vote.time",
+            output=vote_out,
         )
         imputed["vcfbert-fast vote"] = str(vote_out)
         m = re.search(r"built in ([\d.]+) s; donors of (\d+) haplotypes at (\d+) points \(K=(\d+)\) found in ([\d.]+) s",
@@ -428,11 +430,12 @@ def main(argv: list[str] | None = None) -> int:
             "--panel",
             str(sim.panel_txt),
             "--no-progress",
+            "--threads",
+            str(args.impute_threads or args.threads),
             *imp_flags,
         ],
         out / "logs" / "impute.time",
         output=ours_out,
-        env_extra={"OMP_NUM_THREADS": str(args.impute_threads)} if args.impute_threads else None,
     )
     sim_info["load_end"] = os.getloadavg()
     runs["notes"].append(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from vcfbert_fast.devices import resolve_device
+from vcfbert_fast.devices import available_cpus, resolve_device, set_threads
 from vcfbert_fast.errors import InputError
 
 
@@ -34,3 +36,25 @@ def test_cuda_index_checked():
     assert resolve_device("cuda").type == "cuda"
     with pytest.raises(InputError, match="visible"):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs os.sched_getaffinity (Linux)")
+def test_threads_default_to_the_affinity_mask():
+    """``--threads`` defaults to the CPUs this process may use (a taskset/Slurm allocation), not the box's."""
+    allowed = os.sched_getaffinity(0)
+    before = torch.get_num_threads()
+    try:
+        assert available_cpus() == len(allowed)
+        os.sched_setaffinity(0, {min(allowed)})  # as `taskset -c N` would
+        assert available_cpus() == 1
+        assert set_threads(None) == 1 and torch.get_num_threads() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+        torch.set_num_threads(before)
+    assert available_cpus() == len(allowed)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_thread_counts_are_one_line_errors(bad):
+    with pytest.raises(InputError, match=">= 1"):
+        set_threads(bad)

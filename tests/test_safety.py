@@ -128,6 +128,8 @@ def test_out_index_beside_an_input_is_refused(inputs):
         (["--device", "cuda:x"], ["--device 'cuda:x'", "auto, cpu, cuda"]),
         (["--device", "gpu0"], ["--device 'gpu0'", "auto, cpu, cuda"]),
         (["--overlap", "-3"], ["--overlap -3", ">= 0"]),
+        (["--threads", "0"], ["--threads 0", ">= 1"]),
+        (["--threads", "-2"], ["--threads -2", ">= 1"]),
     ],
 )
 def test_impute_bad_options_refused_up_front(inputs, capsys, extra, words):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import InputError
 
-__all__ = ["resolve_device"]
+__all__ = ["available_cpus", "resolve_device", "set_threads"]
 
 _KNOWN = ("auto", "cpu", "cuda")
 
@@ -40,3 +42,21 @@ def resolve_device(pref: str | torch.device = "auto", local_rank: int | None = N
             "pick an index below that, or set CUDA_VISIBLE_DEVICES",
         )
     return dev
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a Slurm or taskset allocation), not the box's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(threads: int | None, flag: str = "--threads") -> int:
+    """Check ``threads`` (None: ``available_cpus()``), set torch's intra-op pool to it, return it."""
+    if threads is None:
+        threads = available_cpus()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(None, f"{flag} {threads} must be a whole number >= 1", f"omit {flag} to use all allowed CPUs")
+    torch.set_num_threads(threads)
+    return threads

@@ -22,7 +22,7 @@ import shlex
 import sys
 import time
 
-from .devices import resolve_device
+from .devices import resolve_device, set_threads
 from .errors import InputError
 from .imputation import (
     TargetCalls,
@@ -92,10 +92,12 @@ def impute(
     progress: bool = True,
     command: str | None = None,
     java_mem: str = "4g",
+    threads: int | None = None,
 ) -> dict:
     """Impute ``target_path`` against ``ref_path`` with the checkpoint ``model_path``; write ``out_path``.
 
     ``model_path="vote"``: no checkpoint; each site takes the vote of its PBWT donors.
+    ``threads``: torch's CPU pool and Beagle's ``nthreads`` (None: the CPUs this process may use).
     Returns a summary dict (sites, samples, timings, sites/s, output paths).
     """
     from .io import align_target, read_panel, read_target
@@ -103,11 +105,10 @@ def impute(
     t0 = time.perf_counter()
     check_options(ref_path, target_path, model_path, out_path, panel_file, batch_size, overlap, prephase)
     dev = resolve_device(device)
+    threads = set_threads(threads)
     if prephase not in (None, "beagle"):
         raise InputError(None, f"--prephase {prephase!r} is not supported", "use --prephase beagle")
     # 1. inputs
-    if batch_size < 1:
-        raise InputError(None, f"--batch-size {batch_size}", "pass a positive number of target samples per batch")
     panel = read_panel(ref_path, panel_file, progress=progress)
     vote = model_path == VOTE
     model, state = (None, None) if vote else load_model(model_path, panel, dev)
@@ -116,7 +117,7 @@ def impute(
     target = read_target(str(target_path), progress=progress)
     # 2. phase
     target, unph, prephased_path = phase_target(
-        target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress
+        target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads
     )
     # 3. align
     alignment = align_target(target, panel)
@@ -132,7 +133,7 @@ def impute(
         print(
             f"model: {model_path} ({mc['dims']} dims, {mc['n_layers']} layers, {tables.engine} K={tables.k}); "
             f"{len(tables.layout)} windows of <= {tables.layout.max_sites} sites, overlap {tables.layout.overlap}; "
-            f"{tc.n_samples} targets on {dev}; af_p = {tables.af_p_note}",
+            f"{tc.n_samples} targets on {dev} ({threads} threads); af_p = {tables.af_p_note}",
             file=sys.stderr,
         )
     layout = tables.layout
@@ -164,6 +165,7 @@ def impute(
         "overlap": layout.overlap,
         "k": tables.k,
         "device": str(dev),
+        "threads": threads,
         "unphased_hets": int(tc.unphased.sum()),
         "prephased": prephased_path,
         "inference_s": round(t_inf, 3),
@@ -206,6 +208,12 @@ def add_arguments(parser) -> None:
         "--overlap", type=int, default=None, help="sites shared by neighbouring windows (default max_sites/4)"
     )
     parser.add_argument("--java-mem", default="4g", help="Java heap for --prephase beagle")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for inference and the Beagle pre-phase (default: the CPUs this process may use)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -225,6 +233,7 @@ def run(args) -> int:
         progress=not args.no_progress,
         command=command,
         java_mem=args.java_mem,
+        threads=args.threads,
     )
     return 0
 

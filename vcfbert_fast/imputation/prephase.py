@@ -35,7 +35,10 @@ def prephase_with_beagle(
             "install them (Debian: apt install default-jre beagle) or set BEAGLE_JAR, or phase the target "
             "yourself (Beagle, SHAPEIT) and pass the phased VCF",
         )
-    nthreads = nthreads or max(1, os.cpu_count() or 1)
+    if nthreads is None:
+        from ..devices import available_cpus
+
+        nthreads = available_cpus()
     cmd = [
         java,
         f"-Xmx{java_mem}",
@@ -69,6 +72,7 @@ def phase_target(
     allow_unphased: bool,
     java_mem: str = "4g",
     progress: bool = True,
+    threads: int | None = None,
 ):
     """``(target, unphased [S, T] bool, prephased path or None)``: phase the target or say why not.
 
@@ -82,7 +86,7 @@ def phase_target(
         return target, unph, None
     n_g, n_s = int(unph.sum()), int(unph.any(axis=1).sum())
     if prephase == "beagle":
-        path = prephase_with_beagle(str(ref_path), str(target_path), str(out_path) + ".prephased", java_mem)
+        path = prephase_with_beagle(str(ref_path), str(target_path), str(out_path) + ".prephased", java_mem, threads)
         target = read_target(path, progress=progress)
         return target, unphased_hets(target.alleles, target.phased), path
     if not allow_unphased:
