@@ -269,3 +269,65 @@ def test_vote_is_the_oracle_donors_weighted_vote(small_sim, tmp_path, rng):
         want = (w * panel.haplotypes[rows[0, 0].numpy(), site]).sum() / w.sum()
         got = hds[int(panel.positions[site])][s, h]
         assert abs(got - want) <= 0.0005 + 1e-6, (site, s, h, got, want)  # HDS is written to 3 decimals
+
+
+def _with_contig_line(src, dst, line: str) -> str:
+    """A copy of ``src`` (bgzipped VCF) whose ##contig line is ``line``, bgzipped and indexed."""
+    with gzip.open(src, "rt") as fh:
+        text = fh.read()
+    text = "".join(line + "\n" if x.startswith("##contig") else x for x in text.splitlines(keepends=True))
+    plain = str(dst).removesuffix(".gz")
+    with open(plain, "w") as fh:
+        fh.write(text)
+    subprocess.run(["bgzip", "-f", plain], check=True)
+    subprocess.run(["tabix", "-f", "-p", "vcf", str(dst)], check=True)
+    return str(dst)
+
+
+@pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
+def test_impute_cli_bcf_fields_min_r2_sites_and_contig(small_sim, tmp_path, capsys):
+    """`impute --out x.bcf -f GT,DS --min-r2 X --sites T`: a BCF bcftools reads, with the panel's ##contig
+    line (length, assembly) as it was, only GT:DS, no imputed site below X, and the sites table."""
+    import cyvcf2
+
+    from vcfbert_fast.cli import main
+    from vcfbert_fast.io import align_target, read_panel, read_target
+
+    contig = "##contig=<ID=20,length=64444167,assembly=GRCh37>"
+    ref = _with_contig_line(small_sim.ref_vcf, tmp_path / "ref.vcf.gz", contig)
+    out, table = tmp_path / "imp.bcf", tmp_path / "imp.sites.tsv"
+    argv = ["impute", "--ref", ref, "--target", str(small_sim.target_vcf), "--model", "vote", "--out", str(out)]
+    rc = main([*argv, "-f", "DS,GT", "--min-r2", "0.3", "--sites", str(table), "--no-progress", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "imp.bcf.csi").exists()
+    head = subprocess.run(["bcftools", "view", "-h", str(out)], capture_output=True, text=True, check=True)
+    assert [x for x in head.stdout.splitlines() if x.startswith("##contig")] == [contig]
+    body = subprocess.run(["bcftools", "view", "-H", str(out)], capture_output=True, text=True, check=True)
+    rows = [x.split("\t") for x in body.stdout.splitlines()]
+    assert rows and {r[8] for r in rows} == {"GT:DS"}
+    # independently: the typed panel sites, all written; imputed ones only with DR2 >= 0.3
+    panel = read_panel(ref, progress=False)
+    al = align_target(read_target(str(small_sim.target_vcf)), panel)
+    typed = set(panel.positions[al.panel_index[al.panel_index >= 0]].tolist())
+    recs = list(cyvcf2.VCF(str(out)))
+    assert typed <= {r.POS for r in recs if r.INFO.get("TYPED")}
+    imp = [r for r in recs if r.INFO.get("IMP")]
+    assert all(r.INFO["DR2"] >= 0.3 for r in imp)
+    tab = [x.split("\t") for x in table.read_text().splitlines()[1:]]
+    assert len(tab) == panel.n_sites
+    low = [r for r in tab if r[8] == "MIN_R2"]
+    assert low and all(r[7] == "IMPUTED" and float(r[6]) < 0.3 for r in low)
+    assert len(imp) == sum(r[7] == "IMPUTED" for r in tab) - len(low)
+    assert f"{len(low)} imputed with DR2 < 0.3 left out" in capsys.readouterr().err
+
+
+def test_impute_keeps_the_target_contig_line_when_the_panel_has_none(small_sim, tmp_path):
+    from vcfbert_fast.impute import impute
+
+    contig = "##contig=<ID=20,length=63025520,assembly=b37,md5=0dec9660ec1efaaf33281c0d5ea2560f>"
+    target = _with_contig_line(small_sim.target_vcf, tmp_path / "t.vcf.gz", contig)
+    out = tmp_path / "imp.vcf"
+    s = impute(small_sim.ref_vcf, target, "vote", str(out), progress=False, threads=1)
+    assert s["index"] is None and s["output_type"] == "v"
+    text = out.read_text()  # plain text, no gzip
+    assert [x for x in text.splitlines() if x.startswith("##contig")] == [contig]

@@ -56,7 +56,7 @@ def _impute_argv(d: Path, out: str, *extra: str) -> list[str]:
         str(d / "target.vcf.gz"),
         "--model",
         str(d / "m.pt"),
-        "--panel",
+        "--populations",
         str(d / "pops.txt"),
         "--out",
         out,
@@ -74,7 +74,7 @@ def _impute_argv(d: Path, out: str, *extra: str) -> list[str]:
         ("target", "--target"),
         ("ref", "--ref"),
         ("model", "--model"),
-        ("panel", "--panel"),
+        ("panel", "--populations"),
         ("dotdot", "--target"),
         ("symlink", "--target"),
         ("hardlink", "--ref"),
@@ -130,13 +130,48 @@ def test_out_index_beside_an_input_is_refused(inputs):
         (["--overlap", "-3"], ["--overlap -3", ">= 0"]),
         (["--threads", "0"], ["--threads 0", ">= 1"]),
         (["--threads", "-2"], ["--threads -2", ">= 1"]),
+        (["-f", "GT,XX"], ["-f/--format-fields", "XX", "GT,DS,GP,HDS"]),
+        (["-f", "DS,DS"], ["-f/--format-fields DS,DS", "twice"]),
+        (["--min-r2", "1.5"], ["--min-r2 1.5", "from 0 to 1"]),
+        (["--min-r2", "nan"], ["--min-r2 nan", "from 0 to 1"]),
+        (["--sites", "{d}/ref.vcf.gz"], ["--sites is the --ref file", "never replaces an input"]),
+        (["--sites", "{d}/o.vcf.gz"], ["--sites is the --out file"]),
     ],
 )
 def test_impute_bad_options_refused_up_front(inputs, capsys, extra, words):
     """Refused before any input is read: the stand-in inputs are not VCFs, and that is never reached."""
-    d, _ = inputs
+    d, before = inputs
+    extra = [x.format(d=d) for x in extra]
     _one_line_error(capsys, main(_impute_argv(d, str(d / "o.vcf.gz"), *extra)), *words)
     assert not (d / "o.vcf.gz").exists()
+    for name, data in before.items():
+        assert (d / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize("out", ["o.txt", "o.vcf.gz.tmp", "o"])
+def test_impute_output_type_unknown_name_refused_up_front(inputs, capsys, out):
+    """A name that says neither .vcf, .vcf.gz nor .bcf is refused (not guessed), unless -O says the type."""
+    d, _ = inputs
+    _one_line_error(capsys, main(_impute_argv(d, str(d / out))), out, "cannot be told", "-O v|z|b")
+    from vcfbert_fast.io.vcf_output import output_type
+
+    assert output_type(d / out, "b") == "b"
+    assert [output_type(f"x{s}") for s in (".vcf", ".VCF.GZ", ".vcf.bgz", ".bcf")] == ["v", "z", "z", "b"]
+
+
+def test_panel_is_a_hidden_alias_of_populations(capsys):
+    """``--panel`` (Beagle users read it as the reference panel) still works, says its new name, and is hidden."""
+    from vcfbert_fast.cli import build_parser
+
+    for cmd in ("impute", "train"):
+        args = build_parser(cmd).parse_args(
+            [cmd, "--ref", "r.vcf.gz", "--out", "o.vcf.gz", "--panel", "pops.txt"]
+            + (["--target", "t.vcf.gz", "--model", "m.pt"] if cmd == "impute" else [])
+        )
+        assert args.populations == "pops.txt"
+        assert "--panel is now --populations" in capsys.readouterr().err
+        sub = build_parser(cmd)._subparsers._group_actions[0].choices[cmd]
+        assert "--populations" in sub.format_help() and "--panel" not in sub.format_help()
 
 
 def test_impute_out_directory_refused_up_front(inputs, capsys):

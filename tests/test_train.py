@@ -281,7 +281,7 @@ def test_cli_end_to_end(small_sim, tmp_path, capsys, one_thread):
         "train",
         "--ref",
         str(small_sim.ref_vcf),
-        "--panel",
+        "--populations",
         str(small_sim.panel_txt),
         "--out",
         str(out),

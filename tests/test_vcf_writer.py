@@ -144,3 +144,150 @@ def test_estimated_r2_formula():
         p = h.mean()
         assert af[i] == pytest.approx(p)
         assert r2[i] == pytest.approx(min(1.0, np.var(h) / (p * (1 - p))))
+
+
+def _written(path):
+    import cyvcf2
+
+    vcf = cyvcf2.VCF(str(path))
+    return vcf, list(vcf)
+
+
+@pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
+@pytest.mark.parametrize(
+    ("name", "given", "kind", "index"),
+    [("o.vcf", None, "v", None), ("o.vcf.gz", None, "z", ".tbi"), ("o.bcf", None, "b", ".csi"),
+     ("o.vcf.gz", "b", "b", ".csi"), ("o.bcf", "v", "v", None)],
+)  # fmt: skip
+def test_output_type_follows_the_name_or_O(tmp_path, name, given, kind, index):
+    """Was: every name got BGZF text, so a .bcf was no BCF (plink2 --bcf failed) and a .vcf was gzip."""
+    rng = np.random.default_rng(np.random.randint(2**31))
+    sites, _ = _random_sites(rng, m=int(rng.integers(20, 80)), s=3)
+    out = tmp_path / name
+    summary = write_imputed_vcf(out, sites, ["a", "b", "c"], output=given)
+    head = out.read_bytes()[:16]
+    magic = {"v": b"##fileformat=VCF", "z": b"\x1f\x8b", "b": b"\x1f\x8b"}[kind]
+    assert head.startswith(magic) and summary["output_type"] == kind
+    # what htslib says the file is (bcftools's own detection, not the name)
+    fmt = subprocess.run(["htsfile", str(out)], capture_output=True, text=True, check=False).stdout
+    if fmt:
+        want = {"v": "VCF version 4.2 variant calling text", "z": "BGZF-compressed", "b": "BCF"}[kind]
+        assert want in fmt, fmt
+    assert summary["index"] == (str(out) + index if index else None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name] + ([name + index] if index else []))
+    view = subprocess.run(["bcftools", "view", "-H", str(out)], capture_output=True, text=True, check=True)
+    rows = [line.split("\t") for line in view.stdout.splitlines()]
+    assert [int(r[1]) for r in rows] == sites.positions.tolist()
+    # the same calls whatever the container (GT, DS as text)
+    gts = [r[9].split(":")[0] for r in rows]
+    sep = np.where(sites.phased[:, 0], "|", "/")
+    assert gts == [f"{a}{s}{b}" for (a, b), s in zip(sites.gt[:, 0].tolist(), sep)]
+    if index:  # a region query answered through the index
+        p = int(sites.positions[len(rows) // 2])
+        reg = subprocess.run(
+            ["bcftools", "view", "-H", "-r", f"chr9:{p}", str(out)], capture_output=True, text=True, check=True
+        )
+        assert [int(x.split("\t")[1]) for x in reg.stdout.splitlines()] == [p]
+
+
+@pytest.mark.parametrize("fields", ["GT", "DS", "GP,HDS", "HDS,GT", "DS,GT,GP", "GT,DS,GP,HDS"])
+def test_format_fields_subset(tmp_path, fields):
+    """-f picks the FORMAT fields (GT first when present); each has the values of the full output."""
+    rng = np.random.default_rng(np.random.randint(2**31))
+    sites, _ = _random_sites(rng, m=40, s=4)
+    samples = list("abcd")
+    write_imputed_vcf(tmp_path / "all.vcf", sites, samples)
+    write_imputed_vcf(tmp_path / "sub.vcf", sites, samples, fields=fields)
+    names = fields.split(",")
+    want = (["GT"] if "GT" in names else []) + [n for n in names if n != "GT"]
+    vcf, recs = _written(tmp_path / "sub.vcf")
+    _, full = _written(tmp_path / "all.vcf")
+    defined = [h["ID"] for h in vcf.header_iter() if h["HeaderType"] == "FORMAT"]
+    assert defined == want
+    for r, f in zip(recs, full):
+        assert r.FORMAT == want
+        for n in want:
+            if n == "GT":
+                assert r.genotypes == f.genotypes
+            else:
+                np.testing.assert_array_equal(r.format(n), f.format(n))
+
+
+def test_format_fields_refused():
+    from vcfbert_fast.errors import InputError
+    from vcfbert_fast.vcf_writer import format_fields
+
+    assert format_fields(None) == ("GT", "DS", "GP", "HDS")
+    for bad, word in [("GT,XX", "XX"), ("gt", "gt"), ("", "no field"), ("GT,GT", "twice")]:
+        with pytest.raises(InputError, match=word):
+            format_fields(bad)
+
+
+def test_input_contig_lines_are_kept(tmp_path):
+    """Was: the input's ##contig length and assembly were dropped and a bare ##contig=<ID=..> written."""
+    rng = np.random.default_rng(np.random.randint(2**31))
+    sites, _ = _random_sites(rng, m=30, s=2)
+    given = ["##contig=<ID=chr8,length=145138636>", "##contig=<ID=chr9,length=138394717,assembly=GRCh38>"]
+    extra = [*given, "##contig=<ID=chr9,length=1>", '##FILTER=<ID=q10,Description="Quality below 10">']
+    out = tmp_path / "c.vcf.gz"
+    write_imputed_vcf(out, sites, ["a", "b"], extra_header=extra)
+    vcf, _ = _written(out)
+    contigs = [x for x in vcf.raw_header.splitlines() if x.startswith("##contig")]
+    assert contigs == given  # as given, the first per ID, no line of our own
+    assert dict(zip(vcf.seqnames, vcf.seqlens)) == {"chr8": 145138636, "chr9": 138394717}
+    write_imputed_vcf(tmp_path / "d.vcf", sites, ["a", "b"], extra_header=extra[:1])  # none for chr9: ours added
+    contigs = [x for x in _written(tmp_path / "d.vcf")[0].raw_header.splitlines() if x.startswith("##contig")]
+    assert contigs == ["##contig=<ID=chr9>", given[0]]
+
+
+def test_min_r2_and_sites_table(tmp_path):
+    """--min-r2 leaves out imputed sites below it (never typed ones) and counts them; --sites lists every site."""
+    rng = np.random.default_rng(np.random.randint(2**31))
+    sites, _ = _random_sites(rng, m=200, s=6)
+    _, r2 = estimated_r2(sites.hds)
+    cut = float(np.quantile(r2[sites.imputed], 0.5))
+    out, table = tmp_path / "m.vcf.gz", tmp_path / "m.sites.tsv"
+    summary = write_imputed_vcf(out, sites, list("abcdef"), min_r2=cut, sites_path=str(table))
+    r2_written = np.round(r2, 3)
+    keep = ~sites.imputed | (r2_written >= cut)
+    assert 0 < (~keep).sum() < sites.imputed.sum()
+    assert summary["below_min_r2"] == int((~keep).sum()) and summary["panel_sites"] == int(keep.sum())
+    assert summary["typed_sites"] == int((~sites.imputed).sum())
+    _, recs = _written(out)
+    assert [r.POS for r in recs] == sites.positions[keep].tolist()
+    assert all(r.INFO["DR2"] >= cut - 1e-9 for r in recs if r.INFO.get("IMP"))
+    lines = table.read_text().splitlines()
+    assert lines[0].split("\t") == ["#CHROM", "POS", "ID", "REF", "ALT", "AF", "DR2", "STATUS", "FILTER"]
+    rows = [x.split("\t") for x in lines[1:]]
+    assert [int(r[1]) for r in rows] == sites.positions.tolist()
+    assert [r[7] for r in rows] == ["IMPUTED" if i else "TYPED" for i in sites.imputed]
+    assert [r[8] for r in rows] == ["PASS" if k else "MIN_R2" for k in keep]
+    np.testing.assert_allclose([float(r[6]) for r in rows], r2, atol=0.0005)
+    assert [r[2] for r in rows] == list(sites.ids) and [r[3] + r[4] for r in rows] == [
+        a + b for a, b in zip(sites.ref, sites.alt)
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.sites.tsv", "m.vcf.gz", "m.vcf.gz.tbi"]
+
+
+@pytest.mark.parametrize(("name", "index"), [("o.bcf", ".csi"), ("o.vcf", None)])
+def test_no_bcftools_on_path_leaves_no_stale_index(tmp_path, monkeypatch, capsys, name, index):
+    """Item 7 for BCF and text: with no tabix/bcftools, no old index is left beside the new file."""
+    rng = np.random.default_rng(np.random.randint(2**31))
+    d = tmp_path / "w"
+    d.mkdir()
+    for suffix in (".tbi", ".csi"):
+        (d / (name + suffix)).write_bytes(rng.bytes(100))
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert shutil.which("bcftools") is None and shutil.which("tabix") is None
+    sites, _ = _random_sites(rng, m=25, s=2)
+    summary = write_imputed_vcf(d / name, sites, ["a", "b"])
+    assert summary["index"] is None
+    assert [p.name for p in d.iterdir()] == [name]
+    err = capsys.readouterr().err
+    assert "stale index" in err
+    if index:
+        assert "without an index" in err and "bcftools is on PATH" in err and "bcftools index -c" in err
+    _, recs = _written(d / name)
+    assert [r.POS for r in recs] == sites.positions.tolist()

@@ -20,6 +20,26 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _OldName(argparse.Action):
+    """A renamed flag's old spelling: still works, hidden from --help, and says the new name once."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = "--" + self.dest.replace("_", "-")
+        print(f"note: {option_string} is now {new}; the old name still works", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_populations_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--populations FILE`` (sample -> population table); ``--panel``, its old name, kept as a hidden alias.
+
+    Renamed because Beagle and minimac users read "panel" as the reference panel (``--ref`` here).
+    """
+    parser.add_argument("--populations", default=None, metavar="FILE", help=help_text)
+    parser.add_argument(
+        "--panel", dest="populations", action=_OldName, metavar="FILE", help=argparse.SUPPRESS
+    )
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with ``only``, import just that subcommand's module (fast start-up)."""
     from . import __version__

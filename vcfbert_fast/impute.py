@@ -12,7 +12,8 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
    embeddings and match lengths, one forward pass; each site keeps the prediction of the window
    where it is most central. ``--model vote``: no model, the donors' weighted vote;
 6. typed sites keep their input calls; GP from HDS;
-7. write the sorted, bgzipped, indexed VCF, with target records the panel lacks passed through.
+7. write the sorted, indexed VCF (.vcf/.vcf.gz/.bcf by name or -O; -f fields; --min-r2; --sites
+   table), with target records the panel lacks passed through and the inputs' ##contig lines.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shlex
 import sys
 import time
 
+from .cli import add_populations_argument
 from .devices import resolve_device, set_threads
 from .errors import InputError
 from .imputation import (
@@ -42,10 +44,26 @@ VOTE = "vote"  # --model vote: impute from the PBWT donors alone, no checkpoint
 
 
 def check_options(
-    ref_path, target_path, model_path, out_path, panel_file, batch_size, overlap, prephase=None
+    ref_path,
+    target_path,
+    model_path,
+    out_path,
+    panel_file,
+    batch_size,
+    overlap,
+    prephase=None,
+    output=None,
+    fields=None,
+    min_r2=None,
+    sites_path=None,
 ) -> None:
-    """Refuse, before any work, options that would fail late or silently change the output."""
-    from .paths import check_output_file
+    """Refuse, before any work, options that would fail late or silently change the output.
+
+    ``output``, ``fields``, ``min_r2``, ``sites_path``: ``write_imputed_vcf``'s output options.
+    """
+    from .io.vcf_output import output_type as resolve_output_type
+    from .paths import check_output_file, same_file
+    from .vcf_writer import format_fields as resolve_format_fields
 
     def whole(x) -> bool:
         return isinstance(x, numbers.Integral) and not isinstance(x, bool)
@@ -58,9 +76,17 @@ def check_options(
         )
     if overlap is not None and (not whole(overlap) or overlap < 0):
         raise InputError(None, f"--overlap {overlap} must be a whole number >= 0", "omit it for the default")
+    if min_r2 is not None and not (isinstance(min_r2, numbers.Real) and 0.0 <= min_r2 <= 1.0):
+        raise InputError(None, f"--min-r2 {min_r2} must be a number from 0 to 1", "e.g. --min-r2 0.3")
+    resolve_format_fields(fields)
     model_file = None if model_path == VOTE else model_path
-    inputs = {"--ref": ref_path, "--target": target_path, "--model": model_file, "--panel": panel_file}
+    inputs = {"--ref": ref_path, "--target": target_path, "--model": model_file, "--populations": panel_file}
     check_output_file(out_path, inputs)
+    resolve_output_type(out_path, output)
+    if sites_path is not None:
+        if same_file(sites_path, out_path):
+            raise InputError(sites_path, "--sites is the --out file", "give the sites table its own name")
+        check_output_file(sites_path, {**inputs, "--out": out_path}, flag="--sites")
     if prephase:  # the Beagle step's output (``prephase_with_beagle``) must not replace an input either
         check_output_file(f"{out_path}.prephased.vcf.gz", inputs, flag="--out (its .prephased.vcf.gz)")
 
@@ -93,17 +119,26 @@ def impute(
     command: str | None = None,
     java_mem: str = "4g",
     threads: int | None = None,
+    output_type: str | None = None,
+    format_fields: str | None = None,
+    min_r2: float | None = None,
+    sites_path: str | None = None,
 ) -> dict:
     """Impute ``target_path`` against ``ref_path`` with the checkpoint ``model_path``; write ``out_path``.
 
     ``model_path="vote"``: no checkpoint; each site takes the vote of its PBWT donors.
     ``threads``: torch's CPU pool and Beagle's ``nthreads`` (None: the CPUs this process may use).
+    ``output_type`` (v/z/b, None: from the name), ``format_fields`` ("GT,DS"...), ``min_r2`` and
+    ``sites_path``: the output options (``vcf_writer.write_imputed_vcf``).
     Returns a summary dict (sites, samples, timings, sites/s, output paths).
     """
     from .io import align_target, read_panel, read_target
 
     t0 = time.perf_counter()
-    check_options(ref_path, target_path, model_path, out_path, panel_file, batch_size, overlap, prephase)
+    output_options = {"output": output_type, "fields": format_fields, "min_r2": min_r2, "sites_path": sites_path}
+    check_options(
+        ref_path, target_path, model_path, out_path, panel_file, batch_size, overlap, prephase, **output_options
+    )
     dev = resolve_device(device)
     threads = set_threads(threads)
     if prephase not in (None, "beagle"):
@@ -155,7 +190,7 @@ def impute(
         args = (("ref", ref_path), ("target", target_path), ("model", model_path))
         command = "vcfbert_fast.impute.impute(" + ", ".join(f"{a}={v!r}" for a, v in args) + ")"
     t_w = time.perf_counter()
-    written = write_output(out_path, panel, target, str(target_path), tc, fc, command)
+    written = write_output(out_path, panel, target, str(target_path), tc, fc, command, **output_options)
     t_w = time.perf_counter() - t_w
     total = time.perf_counter() - t0
     summary = {
@@ -173,8 +208,10 @@ def impute(
         "total_s": round(total, 3),
         "sites_per_s": round(panel.n_sites / max(t_inf, 1e-9), 1),
     }
+    low = f" ({written['below_min_r2']} imputed with DR2 < {min_r2} left out)" if min_r2 else ""
     print(
-        f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel sites, "
+        f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
+        f"sites{low}, "
         f"{written['passthrough_records']} target records passed through, {tc.n_samples} samples; inference "
         f"{t_inf:.1f} s ({summary['sites_per_s']} sites/s), total {total:.1f} s",
         file=sys.stderr,
@@ -191,9 +228,38 @@ def add_arguments(parser) -> None:
         help="checkpoint from `vcfbert-fast train` (run/best.pt), or `vote`: the PBWT donors' vote, no model",
     )
     parser.add_argument(
-        "--out", required=True, help="output VCF (bgzipped and tabix-indexed), e.g. imputed.vcf.gz"
+        "--out",
+        required=True,
+        help="output file; its name sets the type: .vcf.gz (bgzipped, .tbi index), .bcf (BCF, .csi), .vcf (text)",
     )
-    parser.add_argument("--panel", default=None, help="sample -> population table (as given to train)")
+    parser.add_argument(
+        "-O",
+        "--output-type",
+        choices=["v", "z", "b"],
+        default=None,
+        help="v: plain VCF, z: bgzipped VCF, b: BCF, whatever the --out name (as bcftools)",
+    )
+    parser.add_argument(
+        "-f",
+        "--format-fields",
+        default=None,
+        metavar="FIELDS",
+        help="FORMAT fields to write, comma-separated, from GT,DS,GP,HDS (default all four; GT comes first)",
+    )
+    parser.add_argument(
+        "--min-r2",
+        type=float,
+        default=None,
+        metavar="X",
+        help="leave out imputed sites with DR2 < X (typed sites are always written); the summary counts them",
+    )
+    parser.add_argument(
+        "--sites",
+        default=None,
+        metavar="PATH",
+        help="also write a sites table: CHROM POS ID REF ALT AF DR2 STATUS FILTER, one line per panel site",
+    )
+    add_populations_argument(parser, "sample -> population table (as given to train)")
     parser.add_argument("--batch-size", type=int, default=32, help="target samples per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
@@ -224,7 +290,7 @@ def run(args) -> int:
         args.target,
         args.model,
         args.out,
-        panel_file=args.panel,
+        panel_file=args.populations,
         batch_size=args.batch_size,
         device=args.device,
         prephase=args.prephase,
@@ -234,6 +300,10 @@ def run(args) -> int:
         command=command,
         java_mem=args.java_mem,
         threads=args.threads,
+        output_type=args.output_type,
+        format_fields=args.format_fields,
+        min_r2=args.min_r2,
+        sites_path=args.sites,
     )
     return 0
 

@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .checkpoint import read_checkpoint
+from .cli import add_populations_argument
 from .devices import resolve_device
 from .errors import CheckpointError, InputError
 from .training import TrainConfig, Trainer, lr_factor, mask_schedules
@@ -103,9 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` flags; each defaults to None so that :func:`config_from_args` knows what was given."""
     d = TrainConfig()
     parser.add_argument("--ref", required=True, help="phased reference panel (VCF/BCF, bgzipped or plain)")
-    parser.add_argument(
-        "--panel", default=None, help="sample -> population table (without: population AF = global AF)"
-    )
+    add_populations_argument(parser, "sample -> population table (without: population AF = global AF)")
     parser.add_argument("--out", required=True, help="run directory: last.pt, best.pt, metrics.jsonl")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (mid-epoch)")
     parser.add_argument(
@@ -176,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     # a bad --device is refused before the panel is read (LOCAL_RANK: no CUDA context on GPU 0 per rank)
     local_rank = os.environ.get("LOCAL_RANK")
     resolve_device(cfg.device, int(local_rank) if local_rank is not None else None)
-    panel = read_panel(args.ref, args.panel, progress=cfg.progress)
+    panel = read_panel(args.ref, args.populations, progress=cfg.progress)
     for old in replaced:  # --force: the old run goes only once the new one is ready to start
         old.unlink(missing_ok=True)
     if replaced:

@@ -1,4 +1,4 @@
-"""Imputed VCF output: sorted, BGZF-compressed, tabix-indexed, FORMAT ``GT:DS:GP:HDS``.
+"""Imputed VCF output: sorted, indexed, FORMAT ``GT:DS:GP:HDS`` (or the ``-f`` subset), plus a sites table.
 
 Why the shape it has:
 
@@ -7,15 +7,17 @@ Why the shape it has:
 * GP is rounded to thousandths with the sum forced to exactly 1.000, and DS is then written
   as exactly ``GP1 + 2*GP2``; HDS is rounded on its own (so ``DS == HDS1 + HDS2`` holds to
   +-0.002). GT is the phased best guess ``round(HDS)`` per haplotype unless given.
-* BGZF is written with zlib (``io.bgzf.BgzfWriter``: no dependency on the ``bgzip`` binary)
-  into a hidden ``.NAME.partial-<pid>`` beside the output, removed on any error or Ctrl-C;
-  the index is made on it by ``tabix -p vcf`` or ``bcftools index -t``, and both are renamed
-  into place (``io.bgzf.install_vcf``). Without either tool, or if indexing fails, the file is
-  written unindexed, any old index beside it is removed (it would be stale), and the writer
-  says so on stderr (the summary's ``index`` is then ``None``).
+* The type follows the name or ``-O`` (``io.vcf_output``): ``.vcf`` plain text, ``.vcf.gz``
+  BGZF (zlib, no ``bgzip`` binary), ``.bcf`` BCF (htslib through cyvcf2). It is written into a
+  hidden ``.NAME.partial-<pid>`` beside the output, removed on any error or Ctrl-C; the index
+  (``.tbi`` for BGZF, ``.csi`` for BCF, none for text) is made on it and both are renamed into
+  place. Without the tool, or if indexing fails, the file is written unindexed, any old index
+  beside it is removed (it would be stale), and stderr says so (the summary's ``index`` is None).
+* The inputs' ``##contig`` lines (length, assembly) are kept as they are.
 * ``INFO/DR2`` is the estimated dosage r^2: minimac's Rsq on haplotype dosages,
   ``var(HDS) / (p (1 - p))`` over the output haplotypes with ``p = mean(HDS)``, clipped to
-  [0, 1] (0 at monomorphic sites). ``INFO/AF`` is ``p``.
+  [0, 1] (0 at monomorphic sites). ``INFO/AF`` is ``p``. ``min_r2`` leaves out imputed sites
+  whose DR2 (as written) is below it; typed sites are always written.
 """
 
 from __future__ import annotations
@@ -27,11 +29,32 @@ from pathlib import Path
 
 import numpy as np
 
-from .io.bgzf import BgzfWriter, install_vcf
+from .errors import InputError
+from .io.vcf_output import install_output, open_output, output_type
 from .paths import partial_file
 
-FIELD_WIDTH = 40  # "\t" + "a|b" + ":D.DDD" + ":P.PPP,P.PPP,P.PPP" + ":H.HHH,H.HHH"
+FORMAT_FIELDS = ("GT", "DS", "GP", "HDS")  # what can be written; the default is all four, in this order
+_FIELD_BYTES = {"GT": 3, "DS": 5, "GP": 17, "HDS": 11}  # "a|b", "D.DDD", "P.PPP,P.PPP,P.PPP", "H.HHH,H.HHH"
+_FORMAT_HEADER = {
+    "GT": '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype (phased best guess at imputed markers)">',
+    "DS": '##FORMAT=<ID=DS,Number=A,Type=Float,Description="Estimated ALT dose [P(0/1)+2*P(1/1)]">',
+    "GP": '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Estimated genotype probabilities P(0/0),P(0/1),P(1/1)">',
+    "HDS": '##FORMAT=<ID=HDS,Number=2,Type=Float,Description="Estimated haploid ALT dose per haplotype">',
+}
 
+
+def format_fields(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The FORMAT fields to write from ``-f GT,DS,...`` (None: all four); GT first; a one-line error otherwise."""
+    if text is None:
+        return FORMAT_FIELDS
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    bad = [n for n in names if n not in FORMAT_FIELDS]
+    fix = f"choose from {','.join(FORMAT_FIELDS)}, e.g. -f GT,DS"
+    if bad or not names:
+        raise InputError(None, f"-f/--format-fields: {', '.join(bad) or 'no field'} is not a field written here", fix)
+    if len(set(names)) != len(names):
+        raise InputError(None, f"-f/--format-fields {','.join(names)} names a field twice", fix)
+    return tuple(sorted(names, key=lambda n: n != "GT"))  # GT first (VCF 4.2), the rest as given
 
 @dataclass
 class ImputedSites:
@@ -103,31 +126,47 @@ def _put_decimal(buf: np.ndarray, col: int, v: np.ndarray) -> None:
 
 
 def format_genotypes(
-    gt: np.ndarray, phased: np.ndarray, hds: np.ndarray, gp: np.ndarray
+    gt: np.ndarray,
+    phased: np.ndarray,
+    hds: np.ndarray,
+    gp: np.ndarray,
+    fields: tuple[str, ...] = FORMAT_FIELDS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sample columns of a chunk as bytes [m, S*40] (each field led by a tab), plus DS in thousandths."""
+    """Sample columns of a chunk as bytes [m, S*width] (each field led by a tab), plus DS in thousandths.
+
+    ``fields``: the FORMAT fields in their order (``format_fields``); each has a fixed width.
+    """
     m, s = gt.shape[:2]
-    buf = np.empty((m, s, FIELD_WIDTH), dtype=np.uint8)
+    width = 1 + sum(_FIELD_BYTES[f] for f in fields) + len(fields) - 1
+    buf = np.empty((m, s, width), dtype=np.uint8)
     buf[..., 0] = 9  # tab
-    buf[..., 1] = 48 + gt[..., 0]
-    buf[..., 2] = np.where(phased, 124, 47)  # "|" or "/"
-    buf[..., 3] = 48 + gt[..., 1]
     g = _rounded_gp(gp)
     ds = g[..., 1] + 2 * g[..., 2]
-    buf[..., 4] = 58  # ":"
-    _put_decimal(buf, 5, ds)
-    buf[..., 10] = 58
-    _put_decimal(buf, 11, g[..., 0])
-    buf[..., 16] = 44  # ","
-    _put_decimal(buf, 17, g[..., 1])
-    buf[..., 22] = 44
-    _put_decimal(buf, 23, g[..., 2])
-    buf[..., 28] = 58
-    h = np.clip(_thousandths(hds), 0, 1000)
-    _put_decimal(buf, 29, h[..., 0])
-    buf[..., 34] = 44
-    _put_decimal(buf, 35, h[..., 1])
-    return buf.reshape(m, s * FIELD_WIDTH), ds
+    col = 1
+    for k, name in enumerate(fields):
+        if k:
+            buf[..., col] = 58  # ":"
+            col += 1
+        if name == "GT":
+            buf[..., col] = 48 + gt[..., 0]
+            buf[..., col + 1] = np.where(phased, 124, 47)  # "|" or "/"
+            buf[..., col + 2] = 48 + gt[..., 1]
+        elif name == "DS":
+            _put_decimal(buf, col, ds)
+        else:  # GP: three values, HDS: two, comma-separated
+            v3 = g if name == "GP" else np.clip(_thousandths(hds), 0, 1000)
+            for j in range(v3.shape[-1]):
+                v = v3[..., j]
+                if j:
+                    buf[..., col + 6 * j - 1] = 44  # ","
+                _put_decimal(buf, col + 6 * j, v)
+        col += _FIELD_BYTES[name]
+    return buf.reshape(m, s * width), ds
+
+
+def contig_id(line: str) -> str:
+    """The ID of a ``##contig=<ID=...>`` line ('' when it has none)."""
+    return line.split("ID=", 1)[1].split(",", 1)[0].rstrip(">") if "ID=" in line else ""
 
 
 def header_lines(
@@ -136,15 +175,29 @@ def header_lines(
     command: str | None,
     extra_lines: list[str] | None = None,
     contig_length: int | None = None,
+    fields: tuple[str, ...] = FORMAT_FIELDS,
 ) -> list[str]:
+    """The output header; ``extra_lines`` (the inputs' header lines) keep their ``##contig`` lines.
+
+    The inputs' ``##contig`` lines (length, assembly, md5...) are written as they are, the first
+    per ID; only when none names ``contig`` is a line made here (with ``contig_length`` if given).
+    Our own INFO/FORMAT definitions replace an input's of the same ID.
+    """
     from . import __version__
 
-    contig_line = f"##contig=<ID={contig}" + (f",length={contig_length}>" if contig_length else ">")
+    extra_lines = list(extra_lines or [])
+    contig_lines: dict[str, str] = {}
+    for line in extra_lines:
+        if line.startswith("##contig=") and contig_id(line):
+            contig_lines.setdefault(contig_id(line), line)
+    if contig not in contig_lines:
+        own = f"##contig=<ID={contig}" + (f",length={contig_length}>" if contig_length else ">")
+        contig_lines = {contig: own, **contig_lines}
     lines = [
         "##fileformat=VCFv4.2",
         f"##filedate={datetime.date.today():%Y%m%d}",
         f"##source=vcfbert-fast {__version__}",
-        contig_line,
+        *contig_lines.values(),
         '##INFO=<ID=AF,Number=A,Type=Float,Description="Estimated ALT allele frequency (mean HDS over target haplotypes)">',
         (
             '##INFO=<ID=DR2,Number=A,Type=Float,Description="Estimated dosage r-squared: var(HDS)/(AF*(1-AF)) '
@@ -152,16 +205,11 @@ def header_lines(
         ),
         '##INFO=<ID=IMP,Number=0,Type=Flag,Description="Imputed marker (not typed in the target)">',
         '##INFO=<ID=TYPED,Number=0,Type=Flag,Description="Typed marker: genotypes are the input calls">',
-        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype (phased best guess at imputed markers)">',
-        '##FORMAT=<ID=DS,Number=A,Type=Float,Description="Estimated ALT dose [P(0/1)+2*P(1/1)]">',
-        '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Estimated genotype probabilities P(0/0),P(0/1),P(1/1)">',
-        '##FORMAT=<ID=HDS,Number=2,Type=Float,Description="Estimated haploid ALT dose per haplotype">',
+        *(_FORMAT_HEADER[f] for f in fields),
     ]
     ours = {"fileformat", "filedate", "source", "contig"}
-    ours_ids = {("INFO", k) for k in ("AF", "DR2", "IMP", "TYPED")} | {
-        ("FORMAT", k) for k in ("GT", "DS", "GP", "HDS")
-    }
-    for line in extra_lines or []:
+    ours_ids = {("INFO", k) for k in ("AF", "DR2", "IMP", "TYPED")} | {("FORMAT", k) for k in fields}
+    for line in extra_lines:
         key = line[2:].split("=", 1)[0]
         if key in ours or key == "vcfbert_fastCommand":
             continue
@@ -176,6 +224,31 @@ def header_lines(
     return lines
 
 
+def _info(af: float, dr2: float, imputed: bool) -> str:
+    return f"AF={af:.4g};DR2={dr2:.3f};" + ("IMP" if imputed else "TYPED")
+
+
+def write_sites_file(path: str, sites: ImputedSites, af: np.ndarray, dr2: np.ndarray, kept: np.ndarray) -> str:
+    """A sites-only table of every panel site (minimac's ``.info``), written atomically.
+
+    Columns: CHROM POS ID REF ALT AF DR2 STATUS (TYPED or IMPUTED) FILTER (PASS, or MIN_R2 for an
+    imputed site left out of the VCF by ``--min-r2``). AF and DR2 as in the VCF's INFO.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    rows = ["#CHROM\tPOS\tID\tREF\tALT\tAF\tDR2\tSTATUS\tFILTER\n"]
+    for i in range(int(sites.positions.shape[0])):
+        rows.append(
+            f"{sites.contig}\t{int(sites.positions[i])}\t{sites.ids[i]}\t{sites.ref[i]}\t{sites.alt[i]}\t"
+            f"{af[i]:.4g}\t{dr2[i]:.3f}\t{'IMPUTED' if sites.imputed[i] else 'TYPED'}\t"
+            f"{'PASS' if kept[i] else 'MIN_R2'}\n"
+        )
+    with partial_file(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.writelines(rows)
+        os.replace(tmp, path)
+    return path
+
+
 def write_imputed_vcf(
     path: str | os.PathLike,
     sites: ImputedSites,
@@ -186,13 +259,22 @@ def write_imputed_vcf(
     chunk_sites: int = 4096,
     index: bool = True,
     progress=None,
+    output: str | None = None,
+    fields: tuple[str, ...] | str | None = None,
+    min_r2: float | None = None,
+    sites_path: str | None = None,
 ) -> dict:
     """Write the imputed VCF; ``passthrough`` = (position, record text) lines copied as they are.
 
     Records come out sorted by position (panel sites and pass-through records merged; at equal
-    positions the panel record comes first). Returns a summary with counts and the index path.
+    positions the panel record comes first). ``output``: the -O letter (None: from the name);
+    ``fields``: the FORMAT fields (``format_fields``); ``min_r2``: imputed sites with DR2 below it
+    are left out (typed sites never are) and counted; ``sites_path``: also write the sites table
+    (``write_sites_file``). Returns a summary with counts and the index path.
     """
     path = str(path)
+    kind = output_type(path, output)
+    fields = format_fields(fields)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     m = int(sites.positions.shape[0])
     n_s = len(samples)
@@ -206,47 +288,58 @@ def write_imputed_vcf(
         est_af, est_r2 = estimated_r2(hds)
         af = est_af if af is None else af
         dr2 = est_r2 if dr2 is None else dr2
+    imputed = np.asarray(sites.imputed, dtype=bool)
+    # compare the DR2 as written (3 decimals), so the VCF and the sites file agree with the filter
+    kept = ~imputed | (np.round(np.asarray(dr2, dtype=np.float64), 3) >= min_r2) if min_r2 else np.ones(m, bool)
     passthrough = sorted(passthrough or [], key=lambda t: t[0])
     pt_pos = np.array([p for p, _ in passthrough], dtype=np.int64)
     pt_next = 0
-    n_written = 0
+    fmt = ":".join(fields)
     # a hidden .NAME.partial-<pid> (never mistaken for a finished output), removed on any error or Ctrl-C
-    with partial_file(path) as tmp, BgzfWriter(tmp) as out:
-        head = header_lines(sites.contig, samples, command, extra_header)
+    with partial_file(path) as tmp, open_output(tmp, kind) as out:
+        head = header_lines(sites.contig, samples, command, extra_header, fields=fields)
         out.write(("\n".join(head) + "\n").encode())
         for a in range(0, m, chunk_sites):
             b = min(m, a + chunk_sites)
-            h = hds[a:b]
-            gt = (h > 0.5).astype(np.int8) if sites.gt is None else sites.gt[a:b].astype(np.int8)
-            phased = np.ones(gt.shape[:2], dtype=bool) if sites.phased is None else sites.phased[a:b]
-            gp = gp_from_hds(h) if sites.gp is None else sites.gp[a:b]
-            body, _ = format_genotypes(gt, phased, h, gp)
+            rows = np.flatnonzero(kept[a:b]) + a
+            if rows.size:
+                h = hds[rows]
+                gt = (h > 0.5).astype(np.int8) if sites.gt is None else sites.gt[rows].astype(np.int8)
+                phased = np.ones(gt.shape[:2], dtype=bool) if sites.phased is None else sites.phased[rows]
+                gp = gp_from_hds(h) if sites.gp is None else sites.gp[rows]
+                body, _ = format_genotypes(gt, phased, h, gp, fields)
             lines = []
-            for i in range(a, b):
+            for r, i in enumerate(rows):
                 pos = int(sites.positions[i])
                 while pt_next < len(passthrough) and pt_pos[pt_next] < pos:
                     lines.append(passthrough[pt_next][1].rstrip("\n").encode() + b"\n")
                     pt_next += 1
-                info = f"AF={af[i]:.4g};DR2={dr2[i]:.3f};" + ("IMP" if sites.imputed[i] else "TYPED")
                 prefix = (
-                    f"{sites.contig}\t{pos}\t{sites.ids[i]}\t{sites.ref[i]}\t{sites.alt[i]}\t.\tPASS\t{info}"
-                    "\tGT:DS:GP:HDS"
+                    f"{sites.contig}\t{pos}\t{sites.ids[i]}\t{sites.ref[i]}\t{sites.alt[i]}\t.\tPASS\t"
+                    f"{_info(af[i], dr2[i], imputed[i])}\t{fmt}"
                 )
-                lines.append(prefix.encode() + body[i - a].tobytes() + b"\n")
+                lines.append(prefix.encode() + body[r].tobytes() + b"\n")
             out.write(b"".join(lines))
-            n_written += b - a
             if progress is not None:
                 progress(b - a)
         rest = [t.rstrip("\n").encode() + b"\n" for _, t in passthrough[pt_next:]]
         out.write(b"".join(rest))
         out.close()  # complete (EOF block) before it is indexed and renamed into place
-        idx = install_vcf(tmp, path, index=index)
+        idx = install_output(tmp, path, kind, index=index)
+    if sites_path is not None:
+        write_sites_file(sites_path, sites, af, dr2, kept)
+    n_imp = int(imputed.sum())
     return {
         "path": path,
+        "output_type": kind,
         "index": idx,
-        "panel_sites": n_written,
-        "imputed_sites": int(np.asarray(sites.imputed).sum()),
-        "typed_sites": int(m - np.asarray(sites.imputed).sum()),
+        "format": fmt,
+        "panel_sites": int(kept.sum()),
+        "imputed_sites": int((imputed & kept).sum()),
+        "typed_sites": int(m - n_imp),
+        "min_r2": min_r2,
+        "below_min_r2": int(n_imp - (imputed & kept).sum()),
+        "sites_file": sites_path,
         "passthrough_records": len(passthrough),
         "samples": n_s,
     }

@@ -4,7 +4,8 @@ Only biallelic SNPs become sites; other records are skipped and counted in ``.sk
 
 Modules, one job each:
 
-- ``bgzf``: BGZF files: recognise, check, open (fast), write, tabix-index; used by vcf_writer
+- ``bgzf``: BGZF files: recognise, check, open (fast), write
+- ``vcf_output``: the output type (name or -O: VCF, BGZF, BCF), its index, the atomic install
 - ``checks``: file checks before htslib reads a file (missing, truncated, malformed text)
 - ``sites``: which records become sites (skip rules, order, duplicates); the per-site rows
 - ``cyvcf2_records``: records and genotype arrays through cyvcf2, htslib failures as InputError

@@ -1,4 +1,4 @@
-"""BGZF (blocked gzip) files: recognise one, open it for reading, write one, tabix-index and install it.
+"""BGZF (blocked gzip) files: recognise one, open it for reading, write one (indexing: ``io.vcf_output``).
 
 The format's facts (the gzip magic, the ``BC`` extra field, the 28-byte end-of-file block)
 live here once, for the input checks, the fast panel reader and the imputed-VCF writer.
@@ -11,11 +11,8 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from typing import IO
-
-from ..paths import INDEX_SUFFIXES, remove_quietly
 
 # The 28-byte empty BGZF block every complete bgzip/BCF file ends with (SAM/BAM spec, section 4.1.2).
 EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -67,7 +64,20 @@ def open_bytes_fast(path: str | os.PathLike, compressed: bool) -> tuple[IO[bytes
     return open_bytes(path, compressed), None
 
 
-class BgzfWriter:
+class Sink:
+    """A writer: ``write(bytes)``, ``close()`` when complete, ``abort()`` on an error (``with``: either)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class BgzfWriter(Sink):
     """Minimal BGZF writer with zlib (no ``bgzip`` binary): valid for tabix/bcftools/htslib and gzip."""
 
     def __init__(self, path: str, level: int = 4):
@@ -102,64 +112,3 @@ class BgzfWriter:
         """Close without the EOF block: a file cut short this way reads as truncated, never as complete."""
         self._buf = bytearray()
         self._fh.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def index_vcf(path: str) -> tuple[str | None, str | None]:
-    """Tabix-index a bgzipped VCF with ``tabix`` or ``bcftools``.
-
-    Returns ``(index path or None, message or None)``: None when neither tool is on PATH or the
-    tool failed (a partial index it left is removed); the message says which.
-    """
-    tools = [("tabix", ["-f", "-p", "vcf"]), ("bcftools", ["index", "-f", "-t"])]
-    for exe, args in tools:
-        found = shutil.which(exe)
-        if not found:
-            continue
-        res = subprocess.run([found, *args, path], check=False, capture_output=True, text=True)
-        if res.returncode == 0 and os.path.exists(path + ".tbi"):
-            return path + ".tbi", None
-        remove_quietly(path + ".tbi")
-        why = (res.stderr or res.stdout).strip().splitlines()
-        return None, f"{exe} failed to index it ({why[-1] if why else f'exit status {res.returncode}'})"
-    return None, "neither tabix nor bcftools is on PATH (apt install tabix)"
-
-
-def install_vcf(tmp: str, path: str, index: bool = True) -> str | None:
-    """Move the finished BGZF VCF ``tmp`` onto ``path`` with its index, or with no index at all.
-
-    The index is built on ``tmp`` first; every old ``.tbi``/``.csi`` beside ``path`` is removed
-    before the rename, so the new VCF never sits beside a stale index (a crash in between leaves
-    an unindexed file, never a wrong index). Returns the index path, or None after saying why on
-    stderr. On any error (KeyboardInterrupt too) ``tmp`` and its index are removed.
-    """
-    try:
-        new_idx, why = index_vcf(tmp) if index else (None, None)
-        stale = [path + s for s in INDEX_SUFFIXES if os.path.lexists(path + s)]
-        for old in stale:
-            os.unlink(old)
-        os.replace(tmp, path)
-        if new_idx is not None:
-            os.replace(new_idx, path + ".tbi")
-            return path + ".tbi"
-    except BaseException:
-        remove_quietly(tmp, tmp + ".tbi")
-        raise
-    removed = f"removed the stale index {', '.join(stale)}" if stale else ""
-    if why is not None:
-        print(
-            f"warning: {path} written without an index: {why}{'; ' + removed if removed else ''}; "
-            f"index it with `tabix -p vcf {path}`",
-            file=sys.stderr,
-        )
-    elif removed:
-        print(f"note: {path} written without an index (as asked); {removed}", file=sys.stderr)
-    return None
