@@ -6,7 +6,9 @@
 * CUDA ops (csrc/cuda/*.cu) are added when a CUDA toolkit (CUDA_HOME / nvcc) and a CUDA build of
   torch are both present. VCFBERT_FAST_CUDA=0 forces them off, =1 forces them on (an error if
   either is missing).
-* Without torch at build time the pure-Python package is built (torch fallbacks at run time).
+* Without torch at build time, or without a working C++ compiler (``$CXX``, else ``c++``: the one
+  torch's BuildExtension calls), the pure-Python package is built and the build says so; the
+  ops then use their torch fallbacks at run time (``vcfbert-fast info`` shows which).
 
 torch is not a build requirement in pyproject.toml on purpose: with build isolation pip would
 install a second (possibly CUDA) torch just to compile against, which need not match the
@@ -17,8 +19,11 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
+import subprocess
 import sys
+import tempfile
 
 from setuptools import setup
 
@@ -37,7 +42,47 @@ def _ship_kernel_sources() -> None:
         shutil.copyfile(path, os.path.join(dest, os.path.basename(path)))
 
 
+def _compiler_problem() -> str | None:
+    """Why no C++ compiler can build the extension (None: one compiled a test file).
+
+    The compiler torch's BuildExtension uses on POSIX: ``$CXX``, else ``c++``. A probe compile
+    costs well under a second and turns "no compiler" into a pure-Python build, not a failed install.
+    """
+    if sys.platform == "win32":
+        return None  # MSVC is found by setuptools itself; let the build report its own errors
+    cmd = shlex.split(os.environ.get("CXX", "c++")) or ["c++"]
+    if shutil.which(cmd[0]) is None:
+        return f"no C++ compiler: {cmd[0]!r} is not on PATH"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.cpp")
+        with open(src, "w") as fh:
+            fh.write("#include <vector>\nint main() { std::vector<int> v{1}; return v[0] - 1; }\n")
+        try:
+            res = subprocess.run(
+                [*cmd, "-std=c++17", "-c", src, "-o", os.path.join(tmp, "probe.o")],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"the C++ compiler {' '.join(cmd)!r} could not run ({exc})"
+    if res.returncode != 0:
+        last = (res.stderr or res.stdout).strip().splitlines()
+        return f"the C++ compiler {' '.join(cmd)!r} failed a test compile ({last[-1] if last else res.returncode})"
+    return None
+
+
 def _extensions():
+    no_compiler = _compiler_problem()
+    if no_compiler is not None and os.environ.get("VCFBERT_FAST_CUDA", "").strip() == "1":
+        sys.exit(f"vcfbert-fast setup: VCFBERT_FAST_CUDA=1 but {no_compiler}")
+    if no_compiler is not None:
+        _say(
+            f"{no_compiler}; building the pure-Python package without vcfbert_fast._C (its ops use "
+            "torch fallbacks). Install a C++ compiler (e.g. apt install g++) and reinstall to build it"
+        )
+        return [], {}
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .optional import optional_import
 
 MAF_BINS: list[tuple[float, float]] = [(0.001, 0.005), (0.005, 0.01), (0.01, 0.05), (0.05, 0.2), (0.2, 0.5)]
 AF_BASELINE = "AF baseline"
@@ -362,8 +363,7 @@ def markdown_table(result: dict) -> str:
 
 def plot_r2(result: dict, path: str) -> None:
     """r^2 (aggregate, and mean per-site) against MAF bin: one line per file plus the AF baseline."""
-    import matplotlib
-
+    matplotlib = optional_import("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .optional import optional_import
 from .progress import progress_bar
 
 CONTIG = "20"
@@ -65,7 +66,7 @@ class SimulationResult:
 
 def out_of_africa_demography():
     """Gutenkunst et al. (2009) three-population out-of-Africa model as ``msprime.Demography``."""
-    import msprime
+    msprime = optional_import("msprime")
 
     generation_time = 25
     n_a, n_b, n_af = 7300, 2100, 12300
@@ -182,7 +183,7 @@ def simulate(
     Samples are spread evenly over YRI/CEU/CHB (reference and target counts each split
     evenly), named ``sim_<POP>_<NNNN>``. Deterministic for a given ``seed``.
     """
-    import msprime
+    msprime = optional_import("msprime")
 
     if n_ref_samples < 1 or n_target_samples < 1:
         raise InputError(
