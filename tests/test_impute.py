@@ -19,8 +19,9 @@ def _has_retrieval_ops() -> bool:
     return True
 
 
-def _fresh_checkpoint(path, panel, k: int, max_sites: int = 96, engine: str = "hamming"):
-    """A freshly initialised model saved with the checkpoint module (no training needed for the I/O contract)."""
+def _fresh_checkpoint(path, panel, k: int, max_sites: int = 96, engine: str = "hamming", **state):
+    """A freshly initialised model saved with the checkpoint module (no training needed for the I/O contract);
+    ``state``: more checkpoint keys (e.g. ``sample_names``, ``train_samples`` as ``train`` writes them)."""
     from vcfbert_fast.checkpoint import model_state_dict, panel_fingerprint, save_checkpoint
     from vcfbert_fast.model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
     from vcfbert_fast.vocab import VOCAB
@@ -37,6 +38,7 @@ def _fresh_checkpoint(path, panel, k: int, max_sites: int = 96, engine: str = "h
             "panel_fingerprint": panel_fingerprint(panel),
             "window_layout": make_windows(panel.n_sites, max_sites, 0).to_dict(),
             "train_config": {"k": k, "engine": engine},
+            **state,
         },
     )
     return str(path)
@@ -155,6 +157,35 @@ def test_checkpoint_of_other_panel_refused(small_sim, tmp_path):
     with pytest.raises(CheckpointError, match="different panel layout"):
         impute(small_sim.ref_vcf, small_sim.target_vcf, ckpt, str(tmp_path / "x.vcf.gz"), progress=False)
     assert not (tmp_path / "x.vcf.gz").exists()
+
+
+@pytest.mark.parametrize("change", ["reordered", "fewer"])
+def test_panel_with_other_samples_refused(small_sim, tmp_path, change):
+    """Same sites, samples reordered or fewer: the checkpoint's sample indices would pick other samples
+    (or index past the end); refused as one line naming the checkpoint, before any work."""
+    from vcfbert_fast.cli import main
+    from vcfbert_fast.errors import CheckpointError
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.io import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    n = panel.n_samples
+    ckpt = _fresh_checkpoint(
+        tmp_path / "m.pt", panel, 0, sample_names=list(panel.samples), train_samples=list(range(n // 2, n))
+    )
+    names = panel.samples[::-1] if change == "reordered" else panel.samples[: n // 3]
+    other = str(tmp_path / "other.vcf.gz")
+    subprocess.run(["bcftools", "view", "-s", ",".join(names), "-Oz", "-o", other, small_sim.ref_vcf], check=True)
+    assert read_panel(other, progress=False).positions.tolist() == panel.positions.tolist()  # same sites
+    out = tmp_path / "x.vcf.gz"
+    with pytest.raises(CheckpointError) as exc:
+        impute(other, small_sim.target_vcf, ckpt, str(out), progress=False)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(ckpt) and "panel the model was trained on" in msg
+    assert ("reordered" if change == "reordered" else f"{n // 3} samples") in msg
+    assert not out.exists()
+    argv = ["impute", "--ref", other, "--target", str(small_sim.target_vcf), "--model", ckpt, "--out", str(out)]
+    assert main(argv) != 0  # the CLI reports it as an error, not a traceback
 
 
 def test_unphased_target_refused_then_allowed(small_sim, tmp_path):
