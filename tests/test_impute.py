@@ -300,3 +300,55 @@ def test_vote_is_the_oracle_donors_weighted_vote(small_sim, tmp_path, rng):
         want = (w * panel.haplotypes[rows[0, 0].numpy(), site]).sum() / w.sum()
         got = hds[int(panel.positions[site])][s, h]
         assert abs(got - want) <= 0.0005 + 1e-6, (site, s, h, got, want)  # HDS is written to 3 decimals
+
+
+def _rewrite_target(src, dst, edit) -> str:
+    """Copy a bgzipped target VCF, ``edit(header_lines, records)`` -> (header, records) as split lines."""
+    with gzip.open(src, "rt") as fh:
+        lines = fh.read().splitlines()
+    head = [x for x in lines if x.startswith("#")]
+    body = [x.split("\t") for x in lines if not x.startswith("#")]
+    head, body = edit(head, body)
+    plain = str(dst).removesuffix(".gz")
+    with open(plain, "w") as fh:
+        fh.write("\n".join(head) + "\n" + "\n".join("\t".join(r) for r in body) + "\n")
+    subprocess.run(["bgzip", "-f", plain], check=True)
+    return plain + ".gz"
+
+
+def test_typed_sites_with_filled_calls_say_so(small_sim, tmp_path, rng):
+    """A typed site whose missing input calls the model filled carries IMPFILL=<samples filled>
+    (declared in the header); sites of input calls only keep a bare TYPED, and a target with no
+    missing call writes no IMPFILL at all."""
+    import cyvcf2
+
+    from vcfbert_fast.impute import impute
+
+    miss = {}  # record index -> samples made (partly) missing
+
+    def edit(head, body):
+        n_s = len(body[0]) - 9
+        for i in rng.choice(len(body), size=4, replace=False).tolist():
+            who = rng.choice(n_s, size=int(rng.integers(1, n_s + 1)), replace=False).tolist()
+            for s in who:
+                body[i][9 + s] = [".|.", ".|1", "0|."][int(rng.integers(3))]
+            miss[int(body[i][1])] = len(who)
+        return head, body
+
+    target = _rewrite_target(small_sim.target_vcf, tmp_path / "m.vcf.gz", edit)
+    out = str(tmp_path / "f.vcf.gz")
+    impute(small_sim.ref_vcf, target, "vote", out, progress=False)
+    vcf = cyvcf2.VCF(out)
+    assert "IMPFILL" in vcf.raw_header and 'ID=IMPFILL,Number=1,Type=Integer' in vcf.raw_header
+    seen = {}
+    for r in vcf:
+        fill = r.INFO.get("IMPFILL")
+        if r.INFO.get("TYPED") and r.POS in miss:
+            seen[r.POS] = fill
+        else:
+            assert fill is None, r.POS
+    assert seen == miss
+    clean = str(tmp_path / "c.vcf.gz")
+    impute(small_sim.ref_vcf, small_sim.target_vcf, "vote", clean, progress=False)
+    with gzip.open(clean, "rt") as fh:
+        assert "IMPFILL" not in fh.read()

@@ -30,6 +30,10 @@ import numpy as np
 from .io.bgzf import BgzfWriter, install_vcf
 from .paths import partial_file
 
+IMPFILL_HEADER = (
+    '##INFO=<ID=IMPFILL,Number=1,Type=Integer,Description="Typed marker with this many samples whose input '
+    'call was missing (./. or half-missing): their genotypes are imputed by the model, not input calls">'
+)
 FIELD_WIDTH = 40  # "\t" + "a|b" + ":D.DDD" + ":P.PPP,P.PPP,P.PPP" + ":H.HHH,H.HHH"
 
 
@@ -43,6 +47,8 @@ class ImputedSites:
     ``gp`` [M, S, 3] (optional): genotype probabilities; default from ``hds`` as
     ``P(0)=(1-p1)(1-p2), P(1)=p1(1-p2)+p2(1-p1), P(2)=p1 p2``.
     ``imputed`` [M] bool: True for sites the model filled in (INFO IMP), False for typed ones.
+    ``filled`` [M] int (optional): at a typed site, the samples whose input call was (partly)
+    missing and is the model's (INFO ``IMPFILL``, declared only when a site has one).
     """
 
     contig: str
@@ -57,6 +63,7 @@ class ImputedSites:
     gp: np.ndarray | None = None
     af: np.ndarray | None = None
     dr2: np.ndarray | None = None
+    filled: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -136,6 +143,7 @@ def header_lines(
     command: str | None,
     extra_lines: list[str] | None = None,
     contig_length: int | None = None,
+    filled: bool = False,
 ) -> list[str]:
     from . import __version__
 
@@ -152,13 +160,14 @@ def header_lines(
         ),
         '##INFO=<ID=IMP,Number=0,Type=Flag,Description="Imputed marker (not typed in the target)">',
         '##INFO=<ID=TYPED,Number=0,Type=Flag,Description="Typed marker: genotypes are the input calls">',
+        *([IMPFILL_HEADER] if filled else []),
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype (phased best guess at imputed markers)">',
         '##FORMAT=<ID=DS,Number=A,Type=Float,Description="Estimated ALT dose [P(0/1)+2*P(1/1)]">',
         '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Estimated genotype probabilities P(0/0),P(0/1),P(1/1)">',
         '##FORMAT=<ID=HDS,Number=2,Type=Float,Description="Estimated haploid ALT dose per haplotype">',
     ]
     ours = {"fileformat", "filedate", "source", "contig"}
-    ours_ids = {("INFO", k) for k in ("AF", "DR2", "IMP", "TYPED")} | {
+    ours_ids = {("INFO", k) for k in ("AF", "DR2", "IMP", "TYPED", "IMPFILL")} | {
         ("FORMAT", k) for k in ("GT", "DS", "GP", "HDS")
     }
     for line in extra_lines or []:
@@ -212,7 +221,8 @@ def write_imputed_vcf(
     n_written = 0
     # a hidden .NAME.partial-<pid> (never mistaken for a finished output), removed on any error or Ctrl-C
     with partial_file(path) as tmp, BgzfWriter(tmp) as out:
-        head = header_lines(sites.contig, samples, command, extra_header)
+        filled = np.zeros(m, dtype=np.int64) if sites.filled is None else np.asarray(sites.filled)
+        head = header_lines(sites.contig, samples, command, extra_header, filled=bool(filled.any()))
         out.write(("\n".join(head) + "\n").encode())
         for a in range(0, m, chunk_sites):
             b = min(m, a + chunk_sites)
@@ -228,6 +238,8 @@ def write_imputed_vcf(
                     lines.append(passthrough[pt_next][1].rstrip("\n").encode() + b"\n")
                     pt_next += 1
                 info = f"AF={af[i]:.4g};DR2={dr2[i]:.3f};" + ("IMP" if sites.imputed[i] else "TYPED")
+                if filled[i]:
+                    info += f";IMPFILL={filled[i]}"
                 prefix = (
                     f"{sites.contig}\t{pos}\t{sites.ids[i]}\t{sites.ref[i]}\t{sites.alt[i]}\t.\tPASS\t{info}"
                     "\tGT:DS:GP:HDS"

@@ -50,19 +50,22 @@ class TargetCalls:
 @dataclass
 class FinalCalls:
     """What is written per panel site and sample: ``gt`` int8 / ``hds`` float32 ``[M, S, 2]``,
-    ``phased`` bool ``[M, S]``, ``gp`` float ``[M, S, 3]``."""
+    ``phased`` bool ``[M, S]``, ``gp`` float ``[M, S, 3]``; ``filled`` int64 ``[M]``: at typed sites,
+    the samples whose input call had a missing allele the model filled (0 at imputed sites)."""
 
     gt: np.ndarray
     hds: np.ndarray
     phased: np.ndarray
     gp: np.ndarray
+    filled: np.ndarray
 
 
 def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
     """Imputed sites take the model's dosages; typed sites keep the input calls.
 
-    A typed call the model (partly) filled in (a missing allele) is written phased; an unphased
-    het keeps ``0/1`` with HDS 0.5 each and GP ``0,1,0``.
+    A typed call the model (partly) filled in (a missing allele) is written phased and counted in
+    ``filled`` (INFO ``IMPFILL``: such a genotype is not an input call); an unphased het keeps
+    ``0/1`` with HDS 0.5 each and GP ``0,1,0``.
     """
     from ..vcf_writer import gp_from_hds
 
@@ -83,4 +86,6 @@ def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
     gp_t = gp[typed]
     gp_t[t_unph] = [0.0, 1.0, 0.0]
     gp[typed] = gp_t
-    return FinalCalls(gt, hds, phased, gp)
+    filled = np.zeros(hds.shape[0], dtype=np.int64)
+    filled[typed] = (~called.all(-1)).sum(axis=1)
+    return FinalCalls(gt, hds, phased, gp, filled)

@@ -44,6 +44,7 @@ def write_output(
         gt=fc.gt,
         phased=fc.phased,
         gp=fc.gp,
+        filled=fc.filled,
     )
     return write_imputed_vcf(
         out_path,
