@@ -106,11 +106,21 @@ def test_impute_output_contract(small_sim, tmp_path, k, engine):
     pos = [r.POS for r in recs]
     assert pos == sorted(pos)
     keys = [(r.POS, r.REF, r.ALT[0]) for r in recs]
-    # every panel site once, every target record present
+    # every panel site once, every target record present but the allele mismatch at a panel position
     panel_keys = {(int(p), r, a) for p, r, a in zip(panel.positions, panel.ref, panel.alt)}
+    excluded = {k for k in extra_keys if k[0] in set(panel.positions.tolist())}
+    assert len(excluded) == 1 and not excluded & set(keys)
+    assert len(set(pos)) == len(pos)  # never two records at one position
     assert panel_keys <= set(keys)
-    assert set(tin) <= set(keys)
-    assert len(keys) == len(panel_keys) + len(extra_keys)
+    assert set(tin) - excluded <= set(keys)
+    assert len(keys) == len(panel_keys) + len(extra_keys) - 1
+    (p, ref, alt), = excluded
+    with open(summary["qc_file"]) as fh:
+        qc = [line.rstrip("\n").split("\t") for line in fh]
+    assert summary["qc_file"] == out + ".qc.tsv" and qc[0][0] == "#CHROM"
+    j = int(np.searchsorted(panel.positions, p))
+    assert qc[1:] == [["20", str(p), "mis1", ref, alt, panel.ref[j], panel.alt[j], "excluded_allele_mismatch"]]
+    assert summary["qc"] == {"excluded_allele_mismatch": 1}
     n_typed = 0
     for r, key in zip(recs, keys):
         if key in extra_keys:  # passed through untouched
@@ -352,3 +362,96 @@ def test_typed_sites_with_filled_calls_say_so(small_sim, tmp_path, rng):
     impute(small_sim.ref_vcf, small_sim.target_vcf, "vote", clean, progress=False)
     with gzip.open(clean, "rt") as fh:
         assert "IMPFILL" not in fh.read()
+
+
+COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+
+def test_allele_qc_recodes_swaps_and_flips_and_never_writes_a_conflicting_record(small_sim, tmp_path, rng, capsys):
+    """Target records at panel positions the target did not type: REF/ALT swapped, strand-flipped and
+    both are recoded and typed; a swapped A/T or C/G site, a multi-allelic, split multi-allelic, ALT '.'
+    or indel record is excluded (the site imputed, the record not written); lowercase bases match.
+    Each recoded or excluded record is one QC row; the output has one record per position."""
+    import cyvcf2
+
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.io import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    typed = {int(v.POS) for v in cyvcf2.VCF(str(small_sim.target_vcf))}
+    free = [j for j in rng.permutation(panel.n_sites).tolist() if int(panel.positions[j]) not in typed]
+    ambiguous = [j for j in free if COMPLEMENT[panel.ref[j]] == panel.alt[j]]
+    plain = [j for j in free if COMPLEMENT[panel.ref[j]] != panel.alt[j]]
+    u = {"swap": plain[0], "flip": plain[1], "flip_swap": plain[2], "ambiguous": ambiguous[0]}
+    u.update(multi=plain[3], no_alt=plain[4], split=plain[5], indel=plain[6], lower=plain[7])
+    want_gt = {}  # position -> [S, 2] alleles in the panel's coding
+    rows = []  # expected QC rows
+
+    def edit(head, body):
+        n_s = len(body[0]) - 9
+        add = []
+
+        def rec(j, ref, alt, calls, vid="q"):
+            p = str(int(panel.positions[j]))
+            add.append(["20", p, vid, ref, alt, ".", "PASS", ".", "GT"] + [f"{a}|{b}" for a, b in calls])
+
+        def row(j, ref, alt, action, vid="q"):
+            rows.append(["20", str(int(panel.positions[j])), vid, ref, alt, panel.ref[j], panel.alt[j], action])
+
+        for name, j in u.items():
+            r, a = panel.ref[j], panel.alt[j]
+            c = rng.integers(0, 2, size=(n_s, 2))
+            if name in ("swap", "flip", "flip_swap", "ambiguous", "lower"):
+                tr, ta = {
+                    "swap": (a, r), "flip": (COMPLEMENT[r], COMPLEMENT[a]), "flip_swap": (COMPLEMENT[a], COMPLEMENT[r]),
+                    "ambiguous": (a, r), "lower": (r.lower(), a.lower()),
+                }[name]
+                rec(j, tr, ta, c)
+                if name != "ambiguous":
+                    want_gt[int(panel.positions[j])] = 1 - c if name in ("swap", "flip_swap") else c
+                if name != "lower":
+                    action = "excluded_ambiguous_strand" if name == "ambiguous" else f"recoded_{name}"
+                    row(j, tr, ta, action)
+            elif name == "multi":
+                other = next(b for b in "ACGT" if b not in (r, a))
+                rec(j, r, f"{a},{other}", c * 2), row(j, r, f"{a},{other}", "excluded_multiallelic")
+            elif name == "no_alt":
+                rec(j, r, ".", 0 * c), row(j, r, ".", "excluded_no_alt")
+            elif name == "split":
+                other = next(b for b in "ACGT" if b not in (r, a))
+                for alt in (a, other):
+                    rec(j, r, alt, c, vid=f"s{alt}"), row(j, r, alt, "excluded_multiallelic", vid=f"s{alt}")
+            else:
+                rec(j, r, r + "A", c), row(j, r, r + "A", "excluded_not_snp")
+        # an indel beside a typed SNP: the SNP stays typed, the indel is excluded
+        snp = body[0]
+        j0 = int(np.searchsorted(panel.positions, int(snp[1])))
+        add.append(snp[:3] + [snp[3], snp[3] + "G"] + snp[5:])
+        row(j0, snp[3], snp[3] + "G", "excluded_not_snp", vid=snp[2])
+        return head, sorted(body + add, key=lambda x: int(x[1]))
+
+    target = _rewrite_target(small_sim.target_vcf, tmp_path / "qc.vcf.gz", edit)
+    out = str(tmp_path / "qc_imp.vcf.gz")
+    capsys.readouterr()
+    summary = impute(small_sim.ref_vcf, target, "vote", out, progress=False)
+    recs = list(cyvcf2.VCF(out))
+    pos = [r.POS for r in recs]
+    assert len(pos) == len(set(pos)) == panel.n_sites  # one record per position: nothing beside a panel site
+    by_pos = {r.POS: r for r in recs}
+    for p, gt in want_gt.items():
+        r = by_pos[p]
+        assert r.INFO.get("TYPED") and r.INFO.get("IMPFILL") is None
+        np.testing.assert_array_equal(np.array([x[:2] for x in r.genotypes]), gt)
+    for name in ("ambiguous", "multi", "no_alt", "split", "indel"):
+        assert by_pos[int(panel.positions[u[name]])].INFO.get("IMP"), name
+    assert by_pos[int(rows[-1][1])].INFO.get("TYPED")  # the SNP beside the excluded indel
+    with open(summary["qc_file"]) as fh:
+        got = [line.rstrip("\n").split("\t") for line in fh]
+    key = lambda x: (int(x[1]), x[4])
+    assert sorted(got[1:], key=key) == sorted(rows, key=key)
+    counts = {}
+    for x in rows:
+        counts[x[-1]] = counts.get(x[-1], 0) + 1
+    assert summary["qc"] == dict(sorted(counts.items()))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("allele QC:")]
+    assert len(err) == 1 and all(f"{n} {a}" in err[0] for a, n in counts.items()) and summary["qc_file"] in err[0]

@@ -4,7 +4,8 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
 
 1. read the panel, the checkpoint (a checkpoint of another panel is refused) and the target;
 2. phase the target (``--prephase beagle``) or refuse unphased hets, unless ``--allow-unphased``;
-3. align the target's sites to the panel and lay its calls over the panel's sites;
+3. align the target's sites to the panel (allele QC: swaps and strand flips recoded, ambiguous
+   and other mismatches excluded) and lay its calls over the panel's sites;
 4. the model's tables: training-sample frequencies, overlapping windows, population AF;
 5. for every window and batch of targets: query tokens (MASK at untyped sites, UNK at missing
    calls), each haplotype's donors (``pbwt``: per site, the panel haplotypes matching it longest
@@ -12,7 +13,9 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
    embeddings and match lengths, one forward pass; each site keeps the prediction of the window
    where it is most central. ``--model vote``: no model, the donors' weighted vote;
 6. typed sites keep their input calls; GP from HDS;
-7. write the sorted, bgzipped, indexed VCF, with target records the panel lacks passed through.
+7. write the sorted, bgzipped, indexed VCF, with target records at positions the panel lacks
+   passed through, and ``OUT.qc.tsv``: every target record recoded (REF/ALT swap, strand flip) or
+   excluded (never written beside the imputed panel record of its position).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .imputation import (
     model_tables,
     phase_target,
     prephase_with_beagle,
+    qc_line,
+    qc_path,
     unphased_hets,
     vote_dosages,
     vote_tables,
@@ -61,6 +66,7 @@ def check_options(
     model_file = None if model_path == VOTE else model_path
     inputs = {"--ref": ref_path, "--target": target_path, "--model": model_file, "--panel": panel_file}
     check_output_file(out_path, inputs)
+    check_output_file(qc_path(out_path), inputs, flag="--out (its .qc.tsv)")
     if prephase:  # the Beagle step's output (``prephase_with_beagle``) must not replace an input either
         check_output_file(f"{out_path}.prephased.vcf.gz", inputs, flag="--out (its .prephased.vcf.gz)")
 
@@ -98,7 +104,8 @@ def impute(
 
     ``model_path="vote"``: no checkpoint; each site takes the vote of its PBWT donors.
     ``threads``: torch's CPU pool and Beagle's ``nthreads`` (None: the CPUs this process may use).
-    Returns a summary dict (sites, samples, timings, sites/s, output paths).
+    Returns a summary dict (sites, samples, timings, sites/s, output paths; ``qc``: allele QC action ->
+    target records, each listed in ``qc_file``).
     """
     from .io import align_target, read_panel, read_target
 
@@ -155,7 +162,7 @@ def impute(
         args = (("ref", ref_path), ("target", target_path), ("model", model_path))
         command = "vcfbert_fast.impute.impute(" + ", ".join(f"{a}={v!r}" for a, v in args) + ")"
     t_w = time.perf_counter()
-    written = write_output(out_path, panel, target, str(target_path), tc, fc, command)
+    written = write_output(out_path, panel, target, alignment, str(target_path), tc, fc, command)
     t_w = time.perf_counter() - t_w
     total = time.perf_counter() - t0
     summary = {
@@ -173,6 +180,7 @@ def impute(
         "total_s": round(total, 3),
         "sites_per_s": round(panel.n_sites / max(t_inf, 1e-9), 1),
     }
+    print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
     print(
         f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel sites, "
         f"{written['passthrough_records']} target records passed through, {tc.n_samples} samples; inference "

@@ -11,7 +11,8 @@ import numpy as np
 class TargetCalls:
     """Target genotypes laid over the panel's ``M`` sites (``S`` samples).
 
-    ``calls`` int8 ``[S, 2, M]``: input alleles at typed sites, -1 elsewhere and at missing calls.
+    ``calls`` int8 ``[S, 2, M]``: input alleles at typed sites, in the panel's coding (a target
+    site with REF/ALT swapped has 0<->1 swapped), -1 elsewhere and at missing calls.
     ``typed`` bool ``[M]``: panel sites the target carries. ``phased_in`` bool ``[S, M]``: the input
     call was phased (True at untyped sites). ``unphased`` bool ``[S, M]``: an unphased het.
     ``model_calls``: ``calls`` with unphased hets set to -1 (unknown phase is missing for the model).
@@ -33,7 +34,13 @@ class TargetCalls:
         typed = np.zeros(n_sites, dtype=bool)
         typed[matched_p] = True
         calls = np.full((n_samp, 2, n_sites), -1, dtype=np.int8)
-        calls[:, :, matched_p] = target.alleles[:, :, matched_t]
+        given = target.alleles[:, :, matched_t]
+        swap = np.asarray(alignment.swap, dtype=bool)[matched_t] if len(alignment.swap) else None
+        if swap is not None and swap.any():  # allele QC: REF/ALT swapped against the panel
+            given = given.copy()
+            part = given[:, :, swap]
+            given[:, :, swap] = np.where(part >= 0, 1 - part, part)
+        calls[:, :, matched_p] = given
         phased_in = np.ones((n_samp, n_sites), dtype=bool)
         phased_in[:, matched_p] = target.phased[:, matched_t]
         unph = np.zeros((n_samp, n_sites), dtype=bool)
