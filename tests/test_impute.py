@@ -19,8 +19,9 @@ def _has_retrieval_ops() -> bool:
     return True
 
 
-def _fresh_checkpoint(path, panel, k: int, max_sites: int = 96, engine: str = "hamming"):
-    """A freshly initialised model saved with the checkpoint module (no training needed for the I/O contract)."""
+def _fresh_checkpoint(path, panel, k: int, max_sites: int = 96, engine: str = "hamming", **state):
+    """A freshly initialised model saved with the checkpoint module (no training needed for the I/O contract);
+    ``state``: more checkpoint keys (e.g. ``sample_names``, ``train_samples`` as ``train`` writes them)."""
     from vcfbert_fast.checkpoint import model_state_dict, panel_fingerprint, save_checkpoint
     from vcfbert_fast.model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
     from vcfbert_fast.vocab import VOCAB
@@ -37,6 +38,7 @@ def _fresh_checkpoint(path, panel, k: int, max_sites: int = 96, engine: str = "h
             "panel_fingerprint": panel_fingerprint(panel),
             "window_layout": make_windows(panel.n_sites, max_sites, 0).to_dict(),
             "train_config": {"k": k, "engine": engine},
+            **state,
         },
     )
     return str(path)
@@ -104,11 +106,21 @@ def test_impute_output_contract(small_sim, tmp_path, k, engine):
     pos = [r.POS for r in recs]
     assert pos == sorted(pos)
     keys = [(r.POS, r.REF, r.ALT[0]) for r in recs]
-    # every panel site once, every target record present
+    # every panel site once, every target record present but the allele mismatch at a panel position
     panel_keys = {(int(p), r, a) for p, r, a in zip(panel.positions, panel.ref, panel.alt)}
+    excluded = {k for k in extra_keys if k[0] in set(panel.positions.tolist())}
+    assert len(excluded) == 1 and not excluded & set(keys)
+    assert len(set(pos)) == len(pos)  # never two records at one position
     assert panel_keys <= set(keys)
-    assert set(tin) <= set(keys)
-    assert len(keys) == len(panel_keys) + len(extra_keys)
+    assert set(tin) - excluded <= set(keys)
+    assert len(keys) == len(panel_keys) + len(extra_keys) - 1
+    (p, ref, alt), = excluded
+    with open(summary["qc_file"]) as fh:
+        qc = [line.rstrip("\n").split("\t") for line in fh]
+    assert summary["qc_file"] == out + ".qc.tsv" and qc[0][0] == "#CHROM"
+    j = int(np.searchsorted(panel.positions, p))
+    assert qc[1:] == [["20", str(p), "mis1", ref, alt, panel.ref[j], panel.alt[j], "excluded_allele_mismatch"]]
+    assert summary["qc"] == {"excluded_allele_mismatch": 1}
     n_typed = 0
     for r, key in zip(recs, keys):
         if key in extra_keys:  # passed through untouched
@@ -155,6 +167,35 @@ def test_checkpoint_of_other_panel_refused(small_sim, tmp_path):
     with pytest.raises(CheckpointError, match="different panel layout"):
         impute(small_sim.ref_vcf, small_sim.target_vcf, ckpt, str(tmp_path / "x.vcf.gz"), progress=False)
     assert not (tmp_path / "x.vcf.gz").exists()
+
+
+@pytest.mark.parametrize("change", ["reordered", "fewer"])
+def test_panel_with_other_samples_refused(small_sim, tmp_path, change):
+    """Same sites, samples reordered or fewer: the checkpoint's sample indices would pick other samples
+    (or index past the end); refused as one line naming the checkpoint, before any work."""
+    from vcfbert_fast.cli import main
+    from vcfbert_fast.errors import CheckpointError
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.io import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    n = panel.n_samples
+    ckpt = _fresh_checkpoint(
+        tmp_path / "m.pt", panel, 0, sample_names=list(panel.samples), train_samples=list(range(n // 2, n))
+    )
+    names = panel.samples[::-1] if change == "reordered" else panel.samples[: n // 3]
+    other = str(tmp_path / "other.vcf.gz")
+    subprocess.run(["bcftools", "view", "-s", ",".join(names), "-Oz", "-o", other, small_sim.ref_vcf], check=True)
+    assert read_panel(other, progress=False).positions.tolist() == panel.positions.tolist()  # same sites
+    out = tmp_path / "x.vcf.gz"
+    with pytest.raises(CheckpointError) as exc:
+        impute(other, small_sim.target_vcf, ckpt, str(out), progress=False)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(ckpt) and "panel the model was trained on" in msg
+    assert ("reordered" if change == "reordered" else f"{n // 3} samples") in msg
+    assert not out.exists()
+    argv = ["impute", "--ref", other, "--target", str(small_sim.target_vcf), "--model", ckpt, "--out", str(out)]
+    assert main(argv) != 0  # the CLI reports it as an error, not a traceback
 
 
 def test_unphased_target_refused_then_allowed(small_sim, tmp_path):
@@ -331,3 +372,148 @@ def test_impute_keeps_the_target_contig_line_when_the_panel_has_none(small_sim, 
     assert s["index"] is None and s["output_type"] == "v"
     text = out.read_text()  # plain text, no gzip
     assert [x for x in text.splitlines() if x.startswith("##contig")] == [contig]
+
+
+def _rewrite_target(src, dst, edit) -> str:
+    """Copy a bgzipped target VCF, ``edit(header_lines, records)`` -> (header, records) as split lines."""
+    with gzip.open(src, "rt") as fh:
+        lines = fh.read().splitlines()
+    head = [x for x in lines if x.startswith("#")]
+    body = [x.split("\t") for x in lines if not x.startswith("#")]
+    head, body = edit(head, body)
+    plain = str(dst).removesuffix(".gz")
+    with open(plain, "w") as fh:
+        fh.write("\n".join(head) + "\n" + "\n".join("\t".join(r) for r in body) + "\n")
+    subprocess.run(["bgzip", "-f", plain], check=True)
+    return plain + ".gz"
+
+
+def test_typed_sites_with_filled_calls_say_so(small_sim, tmp_path, rng):
+    """A typed site whose missing input calls the model filled carries IMPFILL=<samples filled>
+    (declared in the header); sites of input calls only keep a bare TYPED, and a target with no
+    missing call writes no IMPFILL at all."""
+    import cyvcf2
+
+    from vcfbert_fast.impute import impute
+
+    miss = {}  # record index -> samples made (partly) missing
+
+    def edit(head, body):
+        n_s = len(body[0]) - 9
+        for i in rng.choice(len(body), size=4, replace=False).tolist():
+            who = rng.choice(n_s, size=int(rng.integers(1, n_s + 1)), replace=False).tolist()
+            for s in who:
+                body[i][9 + s] = [".|.", ".|1", "0|."][int(rng.integers(3))]
+            miss[int(body[i][1])] = len(who)
+        return head, body
+
+    target = _rewrite_target(small_sim.target_vcf, tmp_path / "m.vcf.gz", edit)
+    out = str(tmp_path / "f.vcf.gz")
+    impute(small_sim.ref_vcf, target, "vote", out, progress=False)
+    vcf = cyvcf2.VCF(out)
+    assert "IMPFILL" in vcf.raw_header and 'ID=IMPFILL,Number=1,Type=Integer' in vcf.raw_header
+    seen = {}
+    for r in vcf:
+        fill = r.INFO.get("IMPFILL")
+        if r.INFO.get("TYPED") and r.POS in miss:
+            seen[r.POS] = fill
+        else:
+            assert fill is None, r.POS
+    assert seen == miss
+    clean = str(tmp_path / "c.vcf.gz")
+    impute(small_sim.ref_vcf, small_sim.target_vcf, "vote", clean, progress=False)
+    with gzip.open(clean, "rt") as fh:
+        assert "IMPFILL" not in fh.read()
+
+
+COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+
+def test_allele_qc_recodes_swaps_and_flips_and_never_writes_a_conflicting_record(small_sim, tmp_path, rng, capsys):
+    """Target records at panel positions the target did not type: REF/ALT swapped, strand-flipped and
+    both are recoded and typed; a swapped A/T or C/G site, a multi-allelic, split multi-allelic, ALT '.'
+    or indel record is excluded (the site imputed, the record not written); lowercase bases match.
+    Each recoded or excluded record is one QC row; the output has one record per position."""
+    import cyvcf2
+
+    from vcfbert_fast.impute import impute
+    from vcfbert_fast.io import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    typed = {int(v.POS) for v in cyvcf2.VCF(str(small_sim.target_vcf))}
+    free = [j for j in rng.permutation(panel.n_sites).tolist() if int(panel.positions[j]) not in typed]
+    ambiguous = [j for j in free if COMPLEMENT[panel.ref[j]] == panel.alt[j]]
+    plain = [j for j in free if COMPLEMENT[panel.ref[j]] != panel.alt[j]]
+    u = {"swap": plain[0], "flip": plain[1], "flip_swap": plain[2], "ambiguous": ambiguous[0]}
+    u.update(multi=plain[3], no_alt=plain[4], split=plain[5], indel=plain[6], lower=plain[7])
+    want_gt = {}  # position -> [S, 2] alleles in the panel's coding
+    rows = []  # expected QC rows
+
+    def edit(head, body):
+        n_s = len(body[0]) - 9
+        add = []
+
+        def rec(j, ref, alt, calls, vid="q"):
+            p = str(int(panel.positions[j]))
+            add.append(["20", p, vid, ref, alt, ".", "PASS", ".", "GT"] + [f"{a}|{b}" for a, b in calls])
+
+        def row(j, ref, alt, action, vid="q"):
+            rows.append(["20", str(int(panel.positions[j])), vid, ref, alt, panel.ref[j], panel.alt[j], action])
+
+        for name, j in u.items():
+            r, a = panel.ref[j], panel.alt[j]
+            c = rng.integers(0, 2, size=(n_s, 2))
+            if name in ("swap", "flip", "flip_swap", "ambiguous", "lower"):
+                tr, ta = {
+                    "swap": (a, r), "flip": (COMPLEMENT[r], COMPLEMENT[a]), "flip_swap": (COMPLEMENT[a], COMPLEMENT[r]),
+                    "ambiguous": (a, r), "lower": (r.lower(), a.lower()),
+                }[name]
+                rec(j, tr, ta, c)
+                if name != "ambiguous":
+                    want_gt[int(panel.positions[j])] = 1 - c if name in ("swap", "flip_swap") else c
+                if name != "lower":
+                    action = "excluded_ambiguous_strand" if name == "ambiguous" else f"recoded_{name}"
+                    row(j, tr, ta, action)
+            elif name == "multi":
+                other = next(b for b in "ACGT" if b not in (r, a))
+                rec(j, r, f"{a},{other}", c * 2), row(j, r, f"{a},{other}", "excluded_multiallelic")
+            elif name == "no_alt":
+                rec(j, r, ".", 0 * c), row(j, r, ".", "excluded_no_alt")
+            elif name == "split":
+                other = next(b for b in "ACGT" if b not in (r, a))
+                for alt in (a, other):
+                    rec(j, r, alt, c, vid=f"s{alt}"), row(j, r, alt, "excluded_multiallelic", vid=f"s{alt}")
+            else:
+                rec(j, r, r + "A", c), row(j, r, r + "A", "excluded_not_snp")
+        # an indel beside a typed SNP: the SNP stays typed, the indel is excluded
+        snp = body[0]
+        j0 = int(np.searchsorted(panel.positions, int(snp[1])))
+        add.append(snp[:3] + [snp[3], snp[3] + "G"] + snp[5:])
+        row(j0, snp[3], snp[3] + "G", "excluded_not_snp", vid=snp[2])
+        return head, sorted(body + add, key=lambda x: int(x[1]))
+
+    target = _rewrite_target(small_sim.target_vcf, tmp_path / "qc.vcf.gz", edit)
+    out = str(tmp_path / "qc_imp.vcf.gz")
+    capsys.readouterr()
+    summary = impute(small_sim.ref_vcf, target, "vote", out, progress=False)
+    recs = list(cyvcf2.VCF(out))
+    pos = [r.POS for r in recs]
+    assert len(pos) == len(set(pos)) == panel.n_sites  # one record per position: nothing beside a panel site
+    by_pos = {r.POS: r for r in recs}
+    for p, gt in want_gt.items():
+        r = by_pos[p]
+        assert r.INFO.get("TYPED") and r.INFO.get("IMPFILL") is None
+        np.testing.assert_array_equal(np.array([x[:2] for x in r.genotypes]), gt)
+    for name in ("ambiguous", "multi", "no_alt", "split", "indel"):
+        assert by_pos[int(panel.positions[u[name]])].INFO.get("IMP"), name
+    assert by_pos[int(rows[-1][1])].INFO.get("TYPED")  # the SNP beside the excluded indel
+    with open(summary["qc_file"]) as fh:
+        got = [line.rstrip("\n").split("\t") for line in fh]
+    key = lambda x: (int(x[1]), x[4])
+    assert sorted(got[1:], key=key) == sorted(rows, key=key)
+    counts = {}
+    for x in rows:
+        counts[x[-1]] = counts.get(x[-1], 0) + 1
+    assert summary["qc"] == dict(sorted(counts.items()))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("allele QC:")]
+    assert len(err) == 1 and all(f"{n} {a}" in err[0] for a, n in counts.items()) and summary["qc_file"] in err[0]

@@ -106,6 +106,17 @@ def test_impute_out_naming_an_input_is_refused(inputs, capsys, monkeypatch, how,
     assert not [p for p in os.listdir(d) if ".partial-" in p]
 
 
+def test_qc_file_of_out_naming_an_input_is_refused(inputs, capsys):
+    """``OUT.qc.tsv`` (the allele QC file) never replaces an input either."""
+    d, before = inputs
+    os.replace(d / "pops.txt", d / "imp.vcf.gz.qc.tsv")
+    argv = _impute_argv(d, str(d / "imp.vcf.gz"))
+    argv[argv.index("--populations") + 1] = str(d / "imp.vcf.gz.qc.tsv")
+    line = _one_line_error(capsys, main(argv), "imp.vcf.gz.qc.tsv", "--populations", "its .qc.tsv")
+    assert "never replaces an input" in line
+    assert (d / "imp.vcf.gz.qc.tsv").read_bytes() == before["pops.txt"]
+
+
 def test_out_index_beside_an_input_is_refused(inputs):
     """An output whose index would land on an input's (``out.tbi`` is ``--ref``) is refused too."""
     from vcfbert_fast.paths import check_output_file

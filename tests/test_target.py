@@ -80,32 +80,46 @@ def _panel(positions, ref, alt, contig="20"):
     )
 
 
+COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+
 def test_alignment_counts_on_constructed_cases(tmp_path):
+    """Each panel site matched, swapped, given another ALT, strand-flipped, flipped and swapped, or left
+    out: swaps and flips type the site (a swap recoded 0<->1), except the swapped form of an A/T or C/G
+    site (a swap and a flip at once), which is excluded like another ALT."""
     rng = np.random.default_rng(np.random.randint(2**31))
     m = int(rng.integers(20, 200))
     pos = np.sort(rng.choice(np.arange(1, 10 * m), size=m, replace=False))
     ref = [BASES[i] for i in rng.integers(0, 4, m)]
     alt = [BASES[(BASES.index(r) + int(rng.integers(1, 4))) % 4] for r in ref]
     panel = _panel(pos, ref, alt)
-    # target: each panel site either matched, swapped, other ALT, or left out; plus absent positions
-    kind = rng.integers(0, 4, m)
-    t_pos, t_ref, t_alt, want = [], [], [], []
+    kind = rng.integers(0, 6, m)
+    t_pos, t_ref, t_alt, want, want_action, want_swap = [], [], [], [], [], []
     for j in range(m):
+        r, a, ambiguous = ref[j], alt[j], COMPLEMENT[ref[j]] == alt[j]
+        if kind[j] == 5:
+            continue
         if kind[j] == 0:
-            t_pos.append(pos[j]), t_ref.append(ref[j]), t_alt.append(alt[j]), want.append(j)
+            tr, ta, act = r, a, "match"
         elif kind[j] == 1:
-            t_pos.append(pos[j]), t_ref.append(alt[j]), t_alt.append(ref[j]), want.append(-1)
+            tr, ta, act = a, r, "excluded_ambiguous_strand" if ambiguous else "recoded_swap"
         elif kind[j] == 2:
-            other = next(b for b in BASES if b not in (ref[j], alt[j]))
-            t_pos.append(pos[j]), t_ref.append(ref[j]), t_alt.append(other), want.append(-1)
+            tr, ta, act = r, next(b for b in BASES if b not in (r, a)), "excluded_allele_mismatch"
+        elif kind[j] == 3:  # an A/T site's complement is its swap
+            tr, ta, act = COMPLEMENT[r], COMPLEMENT[a], "excluded_ambiguous_strand" if ambiguous else "recoded_flip"
+        else:  # an A/T site's swapped complement is itself
+            tr, ta, act = COMPLEMENT[a], COMPLEMENT[r], "match" if ambiguous else "recoded_flip_swap"
+        used = not act.startswith("excluded")
+        t_pos.append(pos[j]), t_ref.append(tr), t_alt.append(ta), want_action.append(act)
+        want.append(j if used else -1), want_swap.append(act in ("recoded_swap", "recoded_flip_swap"))
     n_absent = int(rng.integers(0, 10))
     free = np.setdiff1d(np.arange(1, 10 * m + 50), pos)
-    extra = rng.choice(free, size=n_absent, replace=False)
-    for e in extra:
+    for e in rng.choice(free, size=n_absent, replace=False):
         t_pos.append(int(e)), t_ref.append("A"), t_alt.append("C"), want.append(-1)
+        want_action.append(""), want_swap.append(False)
     order = np.argsort(t_pos)
     t_pos = np.asarray(t_pos, dtype=np.int64)[order]
-    want = np.asarray(want)[order]
+    want, want_action, want_swap = (np.asarray(w)[order] for w in (want, want_action, want_swap))
     if (want >= 0).sum() == 0:
         pytest.skip("random case without a match")  # the zero-overlap error has its own test
     tgt = Target(
@@ -120,11 +134,14 @@ def test_alignment_counts_on_constructed_cases(tmp_path):
     )
     al = align_target(tgt, panel)
     np.testing.assert_array_equal(al.panel_index, want)
-    assert al.n_matched == int((kind == 0).sum())
-    assert al.n_allele_mismatch == int(((kind == 1) | (kind == 2)).sum())
+    assert al.action.tolist() == want_action.tolist()
+    np.testing.assert_array_equal(al.swap, want_swap)
+    assert al.n_matched == int((want_action == "match").sum())
+    assert al.n_recoded == int(np.char.startswith(want_action.astype(str), "recoded").sum())
+    assert al.n_allele_mismatch == int(np.char.startswith(want_action.astype(str), "excluded").sum())
     assert al.n_absent == n_absent
-    assert al.n_matched + al.n_absent + al.n_allele_mismatch == len(t_pos)
-    assert str(al.n_matched) in al.summary()
+    assert al.n_matched + al.n_recoded + al.n_absent + al.n_allele_mismatch == len(t_pos)
+    assert f"{al.n_matched} target sites matched" in al.summary() and f"{al.n_recoded} recoded" in al.summary()
 
 
 def test_alignment_contig_error_without_chr_prefix_hint(tmp_path):

@@ -282,7 +282,7 @@ def load_checkpoint(
     that is not a vcfbert-fast checkpoint or holds pickled objects, a model config
     that differs from ``model``'s (differing keys named), missing or unexpected
     weight names or shape mismatches (never loads nothing silently), a different
-    token vocabulary, and a panel whose site layout differs from the training panel.
+    token vocabulary, and a panel whose site layout or samples (names, order) differ from the training panel.
     With ``strict=False`` only the weight-name check is relaxed, and only if at
     least one tensor loads.
     """
@@ -317,6 +317,7 @@ def load_checkpoint(
                 f"{fp['contig']}:{fp['first_position']}-{fp['last_position']} {fp['n_sites']} sites)",
                 "use the reference panel the model was trained on, or retrain",
             )
+        _check_panel_samples(path, state, panel)
 
     if model is not None:
         cfg = model_config_dict(model)
@@ -335,6 +336,37 @@ def load_checkpoint(
             )
         _load_weights(path, unwrap_model(model), state["model_state"], strict)
     return state
+
+
+def _check_panel_samples(path: str, state: dict, panel) -> None:
+    """Refuse a panel whose samples are not the checkpoint's, in the same order.
+
+    The training split (``train_samples``) and the retrieval rows are sample indices: the same
+    sites with samples reordered would silently use other samples, fewer samples would index
+    past the end. A checkpoint without ``sample_names`` (not written by ``train``) has its
+    indices bounds-checked at least.
+    """
+    fix = "use the reference panel the model was trained on (the same samples in the same order), or retrain"
+    names = [str(s) for s in panel.samples]
+    saved = state.get("sample_names")
+    if saved is not None:
+        saved = [str(s) for s in saved]
+        if saved == names:
+            return
+        if len(saved) != len(names):
+            problem = f"panel has {len(names)} samples, the checkpoint's panel {len(saved)}"
+        elif set(saved) == set(names):
+            i = next(i for i, (a, b) in enumerate(zip(saved, names)) if a != b)
+            problem = f"panel samples are reordered (sample {i + 1} is {names[i]}, the checkpoint's {saved[i]})"
+        else:
+            other = [n for n in names if n not in set(saved)]
+            problem = f"panel samples differ from the checkpoint's (not in it: {shown_names(other)})"
+        raise CheckpointError(path, problem, fix)
+    indices = [int(i) for key in ("train_samples", "val_samples") for i in state.get(key) or []]
+    if indices and not 0 <= min(indices) <= max(indices) < len(names):
+        raise CheckpointError(
+            path, f"checkpoint uses sample index {max(indices)}, the panel has {len(names)} samples", fix
+        )
 
 
 def _load_weights(path: str, model: torch.nn.Module, saved: dict, strict: bool) -> None:

@@ -4,7 +4,8 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
 
 1. read the panel, the checkpoint (a checkpoint of another panel is refused) and the target;
 2. phase the target (``--prephase beagle``) or refuse unphased hets, unless ``--allow-unphased``;
-3. align the target's sites to the panel and lay its calls over the panel's sites;
+3. align the target's sites to the panel (allele QC: swaps and strand flips recoded, ambiguous
+   and other mismatches excluded) and lay its calls over the panel's sites;
 4. the model's tables: training-sample frequencies, overlapping windows, population AF;
 5. for every window and batch of targets: query tokens (MASK at untyped sites, UNK at missing
    calls), each haplotype's donors (``pbwt``: per site, the panel haplotypes matching it longest
@@ -13,7 +14,9 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
    where it is most central. ``--model vote``: no model, the donors' weighted vote;
 6. typed sites keep their input calls; GP from HDS;
 7. write the sorted, indexed VCF (.vcf/.vcf.gz/.bcf by name or -O; -f fields; --min-r2; --sites
-   table), with target records the panel lacks passed through and the inputs' ##contig lines.
+   table), with target records at positions the panel lacks passed through, the inputs' ##contig
+   lines, and ``OUT.qc.tsv``: every target record recoded (REF/ALT swap, strand flip) or excluded
+   (never written beside the imputed panel record of its position).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from .imputation import (
     model_tables,
     phase_target,
     prephase_with_beagle,
+    qc_line,
+    qc_path,
     unphased_hets,
     vote_dosages,
     vote_tables,
@@ -87,6 +92,7 @@ def check_options(
         if same_file(sites_path, out_path):
             raise InputError(sites_path, "--sites is the --out file", "give the sites table its own name")
         check_output_file(sites_path, {**inputs, "--out": out_path}, flag="--sites")
+    check_output_file(qc_path(out_path), inputs, flag="--out (its .qc.tsv)")
     if prephase:  # the Beagle step's output (``prephase_with_beagle``) must not replace an input either
         check_output_file(f"{out_path}.prephased.vcf.gz", inputs, flag="--out (its .prephased.vcf.gz)")
 
@@ -130,7 +136,8 @@ def impute(
     ``threads``: torch's CPU pool and Beagle's ``nthreads`` (None: the CPUs this process may use).
     ``output_type`` (v/z/b, None: from the name), ``format_fields`` ("GT,DS"...), ``min_r2`` and
     ``sites_path``: the output options (``vcf_writer.write_imputed_vcf``).
-    Returns a summary dict (sites, samples, timings, sites/s, output paths).
+    Returns a summary dict (sites, samples, timings, sites/s, output paths; ``qc``: allele QC action ->
+    target records, each listed in ``qc_file``).
     """
     from .io import align_target, read_panel, read_target
 
@@ -190,7 +197,7 @@ def impute(
         args = (("ref", ref_path), ("target", target_path), ("model", model_path))
         command = "vcfbert_fast.impute.impute(" + ", ".join(f"{a}={v!r}" for a, v in args) + ")"
     t_w = time.perf_counter()
-    written = write_output(out_path, panel, target, str(target_path), tc, fc, command, **output_options)
+    written = write_output(out_path, panel, target, alignment, str(target_path), tc, fc, command, **output_options)
     t_w = time.perf_counter() - t_w
     total = time.perf_counter() - t0
     summary = {
@@ -209,6 +216,7 @@ def impute(
         "sites_per_s": round(panel.n_sites / max(t_inf, 1e-9), 1),
     }
     low = f" ({written['below_min_r2']} imputed with DR2 < {min_r2} left out)" if min_r2 else ""
+    print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
     print(
         f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
         f"sites{low}, "

@@ -41,6 +41,10 @@ _FORMAT_HEADER = {
     "GP": '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Estimated genotype probabilities P(0/0),P(0/1),P(1/1)">',
     "HDS": '##FORMAT=<ID=HDS,Number=2,Type=Float,Description="Estimated haploid ALT dose per haplotype">',
 }
+IMPFILL_HEADER = (
+    '##INFO=<ID=IMPFILL,Number=1,Type=Integer,Description="Typed marker with this many samples whose input '
+    'call was missing (./. or half-missing): their genotypes are imputed by the model, not input calls">'
+)
 
 
 def format_fields(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -66,6 +70,8 @@ class ImputedSites:
     ``gp`` [M, S, 3] (optional): genotype probabilities; default from ``hds`` as
     ``P(0)=(1-p1)(1-p2), P(1)=p1(1-p2)+p2(1-p1), P(2)=p1 p2``.
     ``imputed`` [M] bool: True for sites the model filled in (INFO IMP), False for typed ones.
+    ``filled`` [M] int (optional): at a typed site, the samples whose input call was (partly)
+    missing and is the model's (INFO ``IMPFILL``, declared only when a site has one).
     """
 
     contig: str
@@ -80,6 +86,7 @@ class ImputedSites:
     gp: np.ndarray | None = None
     af: np.ndarray | None = None
     dr2: np.ndarray | None = None
+    filled: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -176,6 +183,7 @@ def header_lines(
     extra_lines: list[str] | None = None,
     contig_length: int | None = None,
     fields: tuple[str, ...] = FORMAT_FIELDS,
+    filled: bool = False,
 ) -> list[str]:
     """The output header; ``extra_lines`` (the inputs' header lines) keep their ``##contig`` lines.
 
@@ -205,10 +213,11 @@ def header_lines(
         ),
         '##INFO=<ID=IMP,Number=0,Type=Flag,Description="Imputed marker (not typed in the target)">',
         '##INFO=<ID=TYPED,Number=0,Type=Flag,Description="Typed marker: genotypes are the input calls">',
+        *([IMPFILL_HEADER] if filled else []),
         *(_FORMAT_HEADER[f] for f in fields),
     ]
     ours = {"fileformat", "filedate", "source", "contig"}
-    ours_ids = {("INFO", k) for k in ("AF", "DR2", "IMP", "TYPED")} | {("FORMAT", k) for k in fields}
+    ours_ids = {("INFO", k) for k in ("AF", "DR2", "IMP", "TYPED", "IMPFILL")} | {("FORMAT", k) for k in fields}
     for line in extra_lines:
         key = line[2:].split("=", 1)[0]
         if key in ours or key == "vcfbert_fastCommand":
@@ -224,8 +233,9 @@ def header_lines(
     return lines
 
 
-def _info(af: float, dr2: float, imputed: bool) -> str:
-    return f"AF={af:.4g};DR2={dr2:.3f};" + ("IMP" if imputed else "TYPED")
+def _info(af: float, dr2: float, imputed: bool, filled: int = 0) -> str:
+    """INFO of a panel site: ``IMP``, or ``TYPED`` (with ``IMPFILL=n`` where the model filled n samples' calls)."""
+    return f"AF={af:.4g};DR2={dr2:.3f};" + ("IMP" if imputed else "TYPED") + (f";IMPFILL={filled}" if filled else "")
 
 
 def write_sites_file(path: str, sites: ImputedSites, af: np.ndarray, dr2: np.ndarray, kept: np.ndarray) -> str:
@@ -296,8 +306,9 @@ def write_imputed_vcf(
     pt_next = 0
     fmt = ":".join(fields)
     # a hidden .NAME.partial-<pid> (never mistaken for a finished output), removed on any error or Ctrl-C
+    filled = np.zeros(m, dtype=np.int64) if sites.filled is None else np.asarray(sites.filled)
     with partial_file(path) as tmp, open_output(tmp, kind) as out:
-        head = header_lines(sites.contig, samples, command, extra_header, fields=fields)
+        head = header_lines(sites.contig, samples, command, extra_header, fields=fields, filled=bool(filled.any()))
         out.write(("\n".join(head) + "\n").encode())
         for a in range(0, m, chunk_sites):
             b = min(m, a + chunk_sites)
@@ -316,7 +327,7 @@ def write_imputed_vcf(
                     pt_next += 1
                 prefix = (
                     f"{sites.contig}\t{pos}\t{sites.ids[i]}\t{sites.ref[i]}\t{sites.alt[i]}\t.\tPASS\t"
-                    f"{_info(af[i], dr2[i], imputed[i])}\t{fmt}"
+                    f"{_info(af[i], dr2[i], imputed[i], filled[i])}\t{fmt}"
                 )
                 lines.append(prefix.encode() + body[r].tobytes() + b"\n")
             out.write(b"".join(lines))

@@ -7,7 +7,8 @@
   (typed sites keep the input, imputed sites take the model's dosages) |
 | ``model_io.py`` | the checkpoint -> model, frequencies, windows, population AF of the targets (the vote's tables) |
 | ``inference.py`` | windows x target batches -> haplotype ALT dosages (retrieval, references, forward; or the donors' vote) |
-| ``output.py`` | target records passed through, the imputed VCF |
+| ``qc.py`` | allele QC: every target record recoded or excluded at a panel site's position, ``OUT.qc.tsv`` |
+| ``output.py`` | target records passed through, the imputed VCF, the QC file |
 """
 
 from .calls import FinalCalls, TargetCalls, final_calls
@@ -15,6 +16,7 @@ from .inference import infer_dosages, vote_dosages
 from .model_io import ModelTables, load_model, model_tables, vote_tables
 from .output import passthrough_records, write_output
 from .prephase import BEAGLE_JAR, phase_target, prephase_with_beagle, unphased_hets
+from .qc import qc_line, qc_path
 
 __all__ = [
     "BEAGLE_JAR",
@@ -28,6 +30,8 @@ __all__ = [
     "passthrough_records",
     "phase_target",
     "prephase_with_beagle",
+    "qc_line",
+    "qc_path",
     "unphased_hets",
     "vote_dosages",
     "vote_tables",

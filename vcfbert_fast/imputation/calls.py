@@ -11,7 +11,8 @@ import numpy as np
 class TargetCalls:
     """Target genotypes laid over the panel's ``M`` sites (``S`` samples).
 
-    ``calls`` int8 ``[S, 2, M]``: input alleles at typed sites, -1 elsewhere and at missing calls.
+    ``calls`` int8 ``[S, 2, M]``: input alleles at typed sites, in the panel's coding (a target
+    site with REF/ALT swapped has 0<->1 swapped), -1 elsewhere and at missing calls.
     ``typed`` bool ``[M]``: panel sites the target carries. ``phased_in`` bool ``[S, M]``: the input
     call was phased (True at untyped sites). ``unphased`` bool ``[S, M]``: an unphased het.
     ``model_calls``: ``calls`` with unphased hets set to -1 (unknown phase is missing for the model).
@@ -33,7 +34,13 @@ class TargetCalls:
         typed = np.zeros(n_sites, dtype=bool)
         typed[matched_p] = True
         calls = np.full((n_samp, 2, n_sites), -1, dtype=np.int8)
-        calls[:, :, matched_p] = target.alleles[:, :, matched_t]
+        given = target.alleles[:, :, matched_t]
+        swap = np.asarray(alignment.swap, dtype=bool)[matched_t] if len(alignment.swap) else None
+        if swap is not None and swap.any():  # allele QC: REF/ALT swapped against the panel
+            given = given.copy()
+            part = given[:, :, swap]
+            given[:, :, swap] = np.where(part >= 0, 1 - part, part)
+        calls[:, :, matched_p] = given
         phased_in = np.ones((n_samp, n_sites), dtype=bool)
         phased_in[:, matched_p] = target.phased[:, matched_t]
         unph = np.zeros((n_samp, n_sites), dtype=bool)
@@ -50,19 +57,22 @@ class TargetCalls:
 @dataclass
 class FinalCalls:
     """What is written per panel site and sample: ``gt`` int8 / ``hds`` float32 ``[M, S, 2]``,
-    ``phased`` bool ``[M, S]``, ``gp`` float ``[M, S, 3]``."""
+    ``phased`` bool ``[M, S]``, ``gp`` float ``[M, S, 3]``; ``filled`` int64 ``[M]``: at typed sites,
+    the samples whose input call had a missing allele the model filled (0 at imputed sites)."""
 
     gt: np.ndarray
     hds: np.ndarray
     phased: np.ndarray
     gp: np.ndarray
+    filled: np.ndarray
 
 
 def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
     """Imputed sites take the model's dosages; typed sites keep the input calls.
 
-    A typed call the model (partly) filled in (a missing allele) is written phased; an unphased
-    het keeps ``0/1`` with HDS 0.5 each and GP ``0,1,0``.
+    A typed call the model (partly) filled in (a missing allele) is written phased and counted in
+    ``filled`` (INFO ``IMPFILL``: such a genotype is not an input call); an unphased het keeps
+    ``0/1`` with HDS 0.5 each and GP ``0,1,0``.
     """
     from ..vcf_writer import gp_from_hds
 
@@ -83,4 +93,6 @@ def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
     gp_t = gp[typed]
     gp_t[t_unph] = [0.0, 1.0, 0.0]
     gp[typed] = gp_t
-    return FinalCalls(gt, hds, phased, gp)
+    filled = np.zeros(hds.shape[0], dtype=np.int64)
+    filled[typed] = (~called.all(-1)).sum(axis=1)
+    return FinalCalls(gt, hds, phased, gp, filled)

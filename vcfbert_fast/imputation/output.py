@@ -1,12 +1,20 @@
-"""The imputed VCF: panel sites with the final calls, plus target records the panel lacks; the inputs' ##contig lines."""
+"""The imputed VCF: panel sites with the final calls, plus target records the panel lacks; the
+inputs' ##contig lines; the allele QC file."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .calls import FinalCalls, TargetCalls
+from .qc import QcScan, qc_path, write_qc
 
 
-def passthrough_records(target_path: str, matched: set) -> tuple[list[tuple[int, str]], list[str]]:
-    """Every target record not represented by a matched panel site, as (POS, original text); header lines."""
+def passthrough_records(target_path: str, qc: QcScan) -> tuple[list[tuple[int, str]], list[str]]:
+    """Target records at positions the panel lacks, as (POS, original text); header lines.
+
+    A record at a panel site's position never passes through: it types that site or is
+    excluded, and goes to ``qc`` either way (allele QC, ``imputation/qc.py``).
+    """
     import cyvcf2
 
     vcf = cyvcf2.VCF(target_path)
@@ -15,11 +23,15 @@ def passthrough_records(target_path: str, matched: set) -> tuple[list[tuple[int,
         for line in vcf.raw_header.splitlines()
         if line.startswith(("##INFO", "##FORMAT", "##FILTER", "##ALT", "##contig"))
     ]
+    panel_pos = qc.panel.positions
     out = []
     for v in vcf:
-        key = (int(v.POS), v.REF, ",".join(v.ALT))
-        if key not in matched:
-            out.append((int(v.POS), str(v).rstrip("\n")))
+        pos = int(v.POS)
+        j = int(np.searchsorted(panel_pos, pos))
+        if j < len(panel_pos) and panel_pos[j] == pos:
+            qc.add(v.CHROM, pos, v.ID or ".", v.REF.upper(), [a.upper() for a in v.ALT])
+        else:
+            out.append((pos, str(v).rstrip("\n")))
     vcf.close()
     return out, header
 
@@ -47,18 +59,23 @@ def write_output(
     out_path: str,
     panel,
     target,
+    alignment,
     target_path: str,
     tc: TargetCalls,
     fc: FinalCalls,
     command: str,
     **options,
 ) -> dict:
-    """Write the sorted, indexed VCF; ``options`` go to ``write_imputed_vcf`` (output, fields, min_r2, sites_path)."""
+    """Write the sorted, indexed VCF and ``OUT.qc.tsv``; ``options`` go to ``write_imputed_vcf``
+    (output, fields, min_r2, sites_path). Returns its summary with ``qc`` (action -> records) and ``qc_file``."""
     from ..vcf_writer import ImputedSites, write_imputed_vcf
 
-    j = tc.matched_target
-    matched = {(int(p), str(r), str(a)) for p, r, a in zip(target.positions[j], target.ref[j], target.alt[j])}
-    passthrough, extra = passthrough_records(target_path, matched)
+    at = np.flatnonzero(alignment.action != "")
+    actions = {
+        (int(target.positions[t]), str(target.ref[t]), str(target.alt[t])): str(alignment.action[t]) for t in at
+    }
+    qc = QcScan(panel, actions)
+    passthrough, extra = passthrough_records(target_path, qc)
     sites = ImputedSites(
         contig=panel.contig,
         positions=panel.positions,
@@ -70,8 +87,9 @@ def write_output(
         gt=fc.gt,
         phased=fc.phased,
         gp=fc.gp,
+        filled=fc.filled,
     )
-    return write_imputed_vcf(
+    written = write_imputed_vcf(
         out_path,
         sites,
         target.samples,
@@ -81,3 +99,5 @@ def write_output(
         + [h for h in extra if not h.startswith("##contig")],
         **options,
     )
+    path = qc_path(out_path)
+    return {**written, "qc": write_qc(path, qc.rows()), "qc_file": path}

@@ -2,7 +2,9 @@
 
 A target may be unphased and have missing calls (that is what imputation fills), so it is
 read through cyvcf2 with looser genotype rules than the panel, then matched to panel sites
-by (contig, position, REF, ALT) without ever flipping the allele coding.
+by (contig, position) and alleles with the allele QC of imputation servers: REF/ALT swapped
+against the panel is recoded, a strand flip is complemented, except A/T and C/G sites, whose
+strand cannot be told (:func:`allele_actions`).
 """
 
 from __future__ import annotations
@@ -42,19 +44,64 @@ class Target:
         return int(self.positions.shape[0])
 
 
+# Allele QC actions of a target site at a panel site's position (the QC file's ``action`` column).
+MATCH = "match"  # same REF/ALT: used as it is
+RECODED_SWAP = "recoded_swap"  # target REF/ALT = panel ALT/REF: alleles 0<->1 swapped, used
+RECODED_FLIP = "recoded_flip"  # the complement of the panel's REF/ALT (other strand): used as it is
+RECODED_FLIP_SWAP = "recoded_flip_swap"  # the complement, swapped: alleles 0<->1 swapped, used
+EXCLUDED_AMBIGUOUS = "excluded_ambiguous_strand"  # A/T or C/G swapped: a swap or a flip, which is unknown
+EXCLUDED_MISMATCH = "excluded_allele_mismatch"  # other alleles (e.g. another ALT)
+USED = (MATCH, RECODED_SWAP, RECODED_FLIP, RECODED_FLIP_SWAP)
+SWAPPED = (RECODED_SWAP, RECODED_FLIP_SWAP)
+_COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
+
+
+def allele_actions(t_ref, t_alt, p_ref, p_alt) -> np.ndarray:
+    """The QC action (object [n]) of target SNPs (``t_ref > t_alt``) at panel SNPs (``p_ref > p_alt``).
+
+    An exact match wins, so an A/T or C/G site coded as in the panel is used (no server can tell
+    its strand either); its swapped form is both a swap and a strand flip, hence excluded.
+    """
+    t_ref, t_alt = np.asarray(t_ref, dtype=object), np.asarray(t_alt, dtype=object)
+    p_ref, p_alt = np.asarray(p_ref, dtype=object), np.asarray(p_alt, dtype=object)
+    comp = np.vectorize(lambda b: _COMPLEMENT.get(b, ""), otypes=[object])
+    c_ref, c_alt = (comp(t_ref), comp(t_alt)) if t_ref.size else (t_ref, t_alt)
+    ambiguous = comp(p_ref) == p_alt if p_ref.size else np.zeros(0, bool)
+    conditions = [
+        (t_ref == p_ref) & (t_alt == p_alt),
+        (t_ref == p_alt) & (t_alt == p_ref) & ambiguous,
+        (t_ref == p_alt) & (t_alt == p_ref),
+        (c_ref == p_ref) & (c_alt == p_alt),
+        (c_ref == p_alt) & (c_alt == p_ref),
+    ]
+    choices = [MATCH, EXCLUDED_AMBIGUOUS, RECODED_SWAP, RECODED_FLIP, RECODED_FLIP_SWAP]
+    return np.select(conditions, choices, default=EXCLUDED_MISMATCH).astype(object)
+
+
 @dataclass
 class Alignment:
-    """Target sites matched to panel sites by (contig, position, REF, ALT)."""
+    """Target sites matched to panel sites by (contig, position) and alleles, after allele QC.
 
-    panel_index: np.ndarray  # int64 [T]: panel site of each target site, -1 if none
-    n_matched: int
+    ``panel_index``: the panel site each target site types (recoded ones included), -1 if none.
+    ``action``: :func:`allele_actions` at a panel site's position, ``""`` where the panel has no
+    site. ``swap``: the site's alleles are 0<->1 swapped into the panel's coding.
+    """
+
+    panel_index: np.ndarray  # int64 [T]
+    n_matched: int  # same alleles
     n_absent: int  # position not in the panel
-    n_allele_mismatch: int  # position present, alleles differ (incl. swapped REF/ALT)
+    n_allele_mismatch: int  # position present, excluded (alleles that do not fit, A/T or C/G swapped)
+    action: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # object [T]
+    swap: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # bool [T]
+
+    @property
+    def n_recoded(self) -> int:
+        return int((self.panel_index >= 0).sum()) - self.n_matched
 
     def summary(self) -> str:
         return (
-            f"{self.n_matched} target sites matched the panel, {self.n_absent} absent from the panel, "
-            f"{self.n_allele_mismatch} with mismatched alleles"
+            f"{self.n_matched} target sites matched the panel, {self.n_recoded} recoded (REF/ALT swap or strand "
+            f"flip), {self.n_absent} absent from the panel, {self.n_allele_mismatch} excluded (alleles do not fit)"
         )
 
 
@@ -111,11 +158,11 @@ def _strip_chr(contig: str) -> str:
 
 
 def align_target(target: Target, panel: Panel) -> Alignment:
-    """Match target sites to panel sites by (contig, position, REF, ALT).
+    """Match target sites to panel sites by (contig, position) and alleles (:func:`allele_actions`).
 
-    A target site whose position is in the panel but with other alleles, including the
-    swapped REF/ALT pair, counts as an allele mismatch (``panel_index`` -1): swapping
-    would silently flip the allele coding. Raises InputError when the contigs differ
+    A swapped or strand-flipped site types its panel site (``swap`` says when its alleles are
+    recoded 0<->1); an ambiguous swapped A/T or C/G site and other alleles are excluded
+    (``panel_index`` -1, counted in ``n_allele_mismatch``). Raises InputError when the contigs differ
     (suggesting ``bcftools annotate --rename-chrs`` when only a 'chr' prefix differs) or no
     target site matches (a genome build or chromosome mismatch).
     """
@@ -137,16 +184,19 @@ def align_target(target: Target, panel: Panel) -> Alignment:
     j = np.searchsorted(panel.positions, t_pos)
     j_clip = np.minimum(j, max(panel.n_sites - 1, 0))
     present = (j < panel.n_sites) & (panel.positions[j_clip] == t_pos) if panel.n_sites else np.zeros(0, bool)
-    same = present & (panel.ref[j_clip] == target.ref) & (panel.alt[j_clip] == target.alt)
-    index = np.where(same, j_clip, -1).astype(np.int64)
-    n_matched = int(same.sum())
+    action = np.full(target.n_sites, "", dtype=object)
+    at = np.flatnonzero(present)
+    action[at] = allele_actions(target.ref[at], target.alt[at], panel.ref[j_clip[at]], panel.alt[j_clip[at]])
+    used = np.isin(action, USED)
+    index = np.where(used, j_clip, -1).astype(np.int64)
+    n_matched = int((action == MATCH).sum())
     n_absent = int((~present).sum())
-    n_mismatch = int((present & ~same).sum())
-    if n_matched == 0:
+    n_mismatch = int((present & ~used).sum())
+    if not used.any():
         raise InputError(
             target.path,
             f"no target site matches the panel {panel.path} ({n_absent} of {target.n_sites} positions absent, "
             f"{n_mismatch} with other alleles)",
             "check that target and panel use the same genome build (GRCh37 vs GRCh38) and chromosome",
         )
-    return Alignment(panel_index=index, n_matched=n_matched, n_absent=n_absent, n_allele_mismatch=n_mismatch)
+    return Alignment(index, n_matched, n_absent, n_mismatch, action=action, swap=np.isin(action, SWAPPED))
