@@ -58,3 +58,14 @@ def test_threads_default_to_the_affinity_mask():
 def test_bad_thread_counts_are_one_line_errors(bad):
     with pytest.raises(InputError, match=">= 1"):
         set_threads(bad)
+
+
+def test_inference_precision_choice():
+    from vcfbert_fast.devices import cpu_has_bf16_matmul, inference_dtype
+
+    cpu = torch.device("cpu")
+    assert inference_dtype(cpu, "fp32") is None
+    assert inference_dtype(cpu, "bf16") is torch.bfloat16
+    assert (inference_dtype(cpu, "auto") is torch.bfloat16) == cpu_has_bf16_matmul()
+    with pytest.raises(InputError, match="--precision 'fp16'"):
+        inference_dtype(cpu, "fp16")

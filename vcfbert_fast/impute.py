@@ -25,9 +25,11 @@ import numbers
 import shlex
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from .cli import add_populations_argument
-from .devices import resolve_device, set_threads
+from .devices import PRECISIONS, inference_dtype, resolve_device, set_threads
 from .errors import InputError
 from .imputation import (
     TargetCalls,
@@ -46,6 +48,7 @@ from .imputation import (
 )
 
 VOTE = "vote"  # --model vote: impute from the PBWT donors alone, no checkpoint
+DEFAULT_BUFFER_MB = 2.0  # context each side of a chunk: Beagle's 2 cM overlap at ~1 cM/Mb
 
 
 def check_options(
@@ -129,6 +132,11 @@ def impute(
     format_fields: str | None = None,
     min_r2: float | None = None,
     sites_path: str | None = None,
+    region: str | None = None,
+    chunk_mb: float | None = None,
+    buffer_mb: float = DEFAULT_BUFFER_MB,
+    resume: bool = False,
+    precision: str = "auto",
 ) -> dict:
     """Impute ``target_path`` against ``ref_path`` with the checkpoint ``model_path``; write ``out_path``.
 
@@ -136,95 +144,312 @@ def impute(
     ``threads``: torch's CPU pool and Beagle's ``nthreads`` (None: the CPUs this process may use).
     ``output_type`` (v/z/b, None: from the name), ``format_fields`` ("GT,DS"...), ``min_r2`` and
     ``sites_path``: the output options (``vcf_writer.write_imputed_vcf``).
+    ``region`` ("CHR:START-END"), ``chunk_mb`` / ``buffer_mb``: impute chunk by chunk
+    (``imputation/chunks.py``); ``resume``: keep the chunks an interrupted run finished. Under
+    torchrun the chunks are shared among the ranks and rank 0 joins them. ``precision``: auto, fp32
+    or bf16 (``devices.inference_dtype``).
     Returns a summary dict (sites, samples, timings, sites/s, output paths; ``qc``: allele QC action ->
     target records, each listed in ``qc_file``).
     """
-    from .io import align_target, read_panel, read_target
+    from .imputation.chunks import parse_region, plan_chunks
+    from .io import align_target, read_panel
+    from .io.vcf_output import output_type as resolve_output_type
+    from .training.distributed import join_process_group, leave_process_group
 
     t0 = time.perf_counter()
-    output_options = {"output": output_type, "fields": format_fields, "min_r2": min_r2, "sites_path": sites_path}
+    output_options = {
+        "output": output_type,
+        "fields": format_fields,
+        "min_r2": min_r2,
+        "sites_path": sites_path,
+    }
     check_options(
-        ref_path, target_path, model_path, out_path, panel_file, batch_size, overlap, prephase, **output_options
+        ref_path,
+        target_path,
+        model_path,
+        out_path,
+        panel_file,
+        batch_size,
+        overlap,
+        prephase,
+        **output_options,
     )
+    region_t = parse_region(region)
     dev = resolve_device(device)
     threads = set_threads(threads)
+    amp_dtype = inference_dtype(dev, precision)
     if prephase not in (None, "beagle"):
         raise InputError(None, f"--prephase {prephase!r} is not supported", "use --prephase beagle")
-    # 1. inputs
-    panel = read_panel(ref_path, panel_file, progress=progress)
-    vote = model_path == VOTE
-    model, state = (None, None) if vote else load_model(model_path, panel, dev)
-    if not vote:
-        check_overlap(model_path, state, overlap)
-    target = read_target(str(target_path), progress=progress)
-    # 2. phase
-    target, unph, prephased_path = phase_target(
-        target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads
-    )
-    # 3. align
-    alignment = align_target(target, panel)
-    print(f"alignment: {alignment.summary()}", file=sys.stderr)
-    tc = TargetCalls.from_alignment(target, alignment, panel.n_sites, unph)
-    # 4. model tables
-    if vote:
-        tables = vote_tables(panel)
-        print(f"model: vote of K={tables.k} PBWT donors per site (no checkpoint)", file=sys.stderr)
-    else:
-        tables = model_tables(panel, state, target.samples, panel_file, overlap)
-        mc = state["model_config"]
-        print(
-            f"model: {model_path} ({mc['dims']} dims, {mc['n_layers']} layers, {tables.engine} K={tables.k}); "
-            f"{len(tables.layout)} windows of <= {tables.layout.max_sites} sites, overlap {tables.layout.overlap}; "
-            f"{tc.n_samples} targets on {dev} ({threads} threads); af_p = {tables.af_p_note}",
-            file=sys.stderr,
+    ctx = join_process_group(device)
+    ok = False
+    try:
+        # 1. inputs
+        panel = read_panel(ref_path, panel_file, progress=progress and ctx.main)
+        chunks = plan_chunks(panel.positions, panel.contig, region_t, chunk_mb, buffer_mb)
+        vote = model_path == VOTE
+        model, state = (None, None) if vote else load_model(model_path, panel, dev)
+        if not vote:
+            check_overlap(model_path, state, overlap)
+        # 2. phase (rank 0 runs Beagle; the other ranks read its output)
+        target, unph, prephased_path = _read_and_phase(
+            target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx
         )
-    layout = tables.layout
-    if tables.engine == "pbwt" and tables.k > 0 and not tc.typed.any():
-        raise InputError(
-            str(target_path), "no target site matches a panel site", "check the contig names, build and alleles"
-        )
-    # 5. inference
-    t_inf = time.perf_counter()
-    if vote:
-        hds = vote_dosages(panel, tables, tc, batch_size, progress)
-    else:
-        hds = infer_dosages(model, panel, tables, tc, dev, batch_size, progress)
-    t_inf = time.perf_counter() - t_inf
-    # 6. final calls
-    fc = final_calls(hds, tc)
-    # 7. output
-    if command is None:
-        args = (("ref", ref_path), ("target", target_path), ("model", model_path))
-        command = "vcfbert_fast.impute.impute(" + ", ".join(f"{a}={v!r}" for a, v in args) + ")"
-    t_w = time.perf_counter()
-    written = write_output(out_path, panel, target, alignment, str(target_path), tc, fc, command, **output_options)
-    t_w = time.perf_counter() - t_w
+        # 3. align
+        alignment = align_target(target, panel)
+        say(ctx, f"alignment: {alignment.summary()}")
+        tc = TargetCalls.from_alignment(target, alignment, panel.n_sites, unph)
+        train_cfg = {} if vote else dict(state.get("train_config") or {})
+        needs_typed = vote or (train_cfg.get("engine") == "pbwt" and int(train_cfg.get("k", 0)) > 0)
+        if needs_typed and not tc.typed.any():
+            raise InputError(
+                str(target_path),
+                "no target site matches a panel site",
+                "check the contig names, build and alleles",
+            )
+        if command is None:
+            args = (("ref", ref_path), ("target", target_path), ("model", model_path))
+            command = "vcfbert_fast.impute.impute(" + ", ".join(f"{a}={v!r}" for a, v in args) + ")"
+        run = _Run(
+            panel, target, str(target_path), alignment, tc, model, state, model_path, panel_file, overlap,
+            dev, batch_size, amp_dtype, command,
+        )  # fmt: skip
+        say(ctx, run.describe(threads, chunks, region_t))
+        # 4-7 per chunk
+        kind = resolve_output_type(out_path, output_type)
+        t_inf = time.perf_counter()
+        if ctx.world == 1 and len(chunks) == 1 and not resume:
+            chunk = chunks[0]
+            bar = _bar([chunk], progress)
+            written = run.chunk(
+                chunk, out_path, bar, bp_range=None if region_t is None else chunk.bp, **output_options
+            )
+            bar.close()
+            n_done, n_resumed = 1, 0
+        else:
+            manifest = _manifest(
+                ref_path,
+                target_path,
+                model_path,
+                panel_file,
+                batch_size=batch_size,
+                prephase=prephase,
+                allow_unphased=allow_unphased,
+                overlap=overlap,
+                format_fields=format_fields,
+                min_r2=min_r2,
+                sites=sites_path is not None,
+                region=region,
+                chunk_mb=chunk_mb,
+                buffer_mb=buffer_mb,
+                precision="bf16" if amp_dtype is not None else "fp32",
+            )
+            written, n_done, n_resumed = _run_chunks(
+                run, chunks, out_path, kind, output_options, resume, progress, ctx, manifest
+            )
+        t_inf = time.perf_counter() - t_inf
+        ok = True
+    finally:
+        leave_process_group(ctx, synchronise=ok)
     total = time.perf_counter() - t0
+    n_core = sum(c.core[1] - c.core[0] for c in chunks)
     summary = {
         **written,
         "alignment": alignment.summary(),
-        "windows": len(layout),
-        "overlap": layout.overlap,
-        "k": tables.k,
+        "chunks": len(chunks),
+        "chunks_run": n_done,
+        "chunks_resumed": n_resumed,
+        "rank": ctx.rank,
+        "world": ctx.world,
+        "k": run.k,
         "device": str(dev),
         "threads": threads,
+        "precision": "bf16" if amp_dtype is not None else "fp32",
         "unphased_hets": int(tc.unphased.sum()),
         "prephased": prephased_path,
         "inference_s": round(t_inf, 3),
-        "write_s": round(t_w, 3),
         "total_s": round(total, 3),
-        "sites_per_s": round(panel.n_sites / max(t_inf, 1e-9), 1),
+        "sites_per_s": round(n_core / max(t_inf, 1e-9), 1),
     }
-    low = f" ({written['below_min_r2']} imputed with DR2 < {min_r2} left out)" if min_r2 else ""
-    print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
-    print(
-        f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
-        f"sites{low}, "
-        f"{written['passthrough_records']} target records passed through, {tc.n_samples} samples; inference "
-        f"{t_inf:.1f} s ({summary['sites_per_s']} sites/s), total {total:.1f} s",
-        file=sys.stderr,
-    )
+    if ctx.main:
+        print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
+        low = f" ({written['below_min_r2']} imputed with DR2 < {min_r2} left out)" if min_r2 else ""
+        print(
+            f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
+            f"sites{low}, {written['passthrough_records']} target records passed through, {tc.n_samples} samples, "
+            f"{len(chunks)} chunk(s) ({n_resumed} resumed); inference + writing {t_inf:.1f} s "
+            f"({summary['sites_per_s']} sites/s), total {total:.1f} s",
+            file=sys.stderr,
+        )
     return summary
+
+
+def say(ctx, text: str) -> None:
+    """One log line, from rank 0 only (every rank would repeat it)."""
+    if ctx.main:
+        print(text, file=sys.stderr)
+
+
+def _read_and_phase(
+    target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx
+):
+    """``phase_target`` on rank 0; with several ranks the others wait, then read rank 0's phased file."""
+    from .io import read_target
+    from .training.distributed import any_rank
+
+    target = read_target(str(target_path), progress=progress and ctx.main)
+    if not ctx.enabled or ctx.main:
+        result = phase_target(
+            target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads
+        )
+        if ctx.enabled:
+            any_rank(False, ctx, _cpu())  # rank 0 is done: the phased file exists
+        return result
+    any_rank(False, ctx, _cpu())
+    unph = unphased_hets(target.alleles, target.phased)
+    if unph.any() and prephase == "beagle":
+        path = f"{out_path}.prephased.vcf.gz"
+        target = read_target(path, progress=False)
+        return target, unphased_hets(target.alleles, target.phased), path
+    return target, unph, None
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+def _bar(chunks, progress: bool):
+    """One bar over every site the chunks read (buffers too: that is the work), with rate and ETA."""
+    from .progress import progress_bar
+
+    total = sum(c.span[1] - c.span[0] for c in chunks)
+    return progress_bar(total, desc="imputing", unit=" sites", enabled=progress)
+
+
+@dataclass
+class _Run:
+    """What every chunk of one run shares: inputs, model, options; ``chunk()`` imputes and writes one."""
+
+    panel: Any
+    target: Any
+    target_path: str
+    alignment: Any
+    tc: TargetCalls
+    model: Any  # None: --model vote
+    state: dict | None
+    model_path: str
+    panel_file: str | None
+    overlap: int | None
+    dev: Any
+    batch_size: int
+    amp_dtype: Any
+    command: str
+
+    @property
+    def vote(self) -> bool:
+        return self.model is None
+
+    @property
+    def k(self) -> int:
+        return 32 if self.vote else int((self.state.get("train_config") or {}).get("k", 0))
+
+    def describe(self, threads: int, chunks, region) -> str:
+        where = f"{len(chunks)} chunk(s)" + (f" in {region[0]}:{region[1]}-{region[2]}" if region else "")
+        prec = "bf16" if self.amp_dtype is not None else "fp32"
+        if self.vote:
+            return f"model: vote of K=32 PBWT donors per site (no checkpoint); {where}; {self.tc.n_samples} targets"
+        mc, tc = self.state["model_config"], dict(self.state.get("train_config") or {})
+        return (
+            f"model: {self.model_path} ({mc['dims']} dims, {mc['n_layers']} layers, {tc.get('engine', 'hamming')} "
+            f"K={self.k}); {where}; {self.tc.n_samples} targets on {self.dev} ({threads} threads, {prec})"
+        )
+
+    def chunk(self, chunk, path: str, bar, bp_range=None, **output_options) -> dict:
+        """Impute the chunk's span, write its core to ``path``; ``write_output``'s summary."""
+        from .imputation.chunks import slice_calls, slice_final, slice_panel
+
+        lo, hi = chunk.span
+        sub = slice_panel(self.panel, lo, hi)
+        tc = slice_calls(self.tc, lo, hi, self.alignment.panel_index)
+        if self.vote:
+            tables = vote_tables(sub)
+            hds = vote_dosages(sub, tables, tc, self.batch_size, False, bar=bar)
+        else:
+            tables = model_tables(sub, self.state, self.target.samples, self.panel_file, self.overlap)
+            hds = infer_dosages(
+                self.model,
+                sub,
+                tables,
+                tc,
+                self.dev,
+                self.batch_size,
+                False,
+                autocast_dtype=self.amp_dtype,
+                bar=bar,
+            )
+        fc = final_calls(hds, tc)
+        c0, c1 = chunk.core
+        if (c0, c1) != (lo, hi):  # write the core only: the buffers are the neighbours' cores
+            sub, fc = slice_panel(self.panel, c0, c1), slice_final(fc, c0 - lo, c1 - lo)
+            tc = slice_calls(self.tc, c0, c1, self.alignment.panel_index)
+        return write_output(
+            path,
+            sub,
+            self.target,
+            self.alignment,
+            self.target_path,
+            tc,
+            fc,
+            self.command,
+            bp_range=bp_range,
+            **output_options,
+        )
+
+
+def _manifest(ref, target, model, populations, **options) -> dict:
+    """What a chunk's output depends on: the inputs (path, size, mtime) and every option that changes it."""
+    from .imputation.parts import file_fingerprint
+
+    return {
+        "ref": file_fingerprint(ref),
+        "target": file_fingerprint(target),
+        "model": model if model == VOTE else file_fingerprint(model),
+        "populations": file_fingerprint(populations),
+        "options": options,
+    }
+
+
+def _run_chunks(run, chunks, out_path, kind, output_options, resume, progress, ctx, manifest):
+    """This rank's chunks (every ``world``-th) into the hidden chunk directory; rank 0 joins them."""
+    from .imputation.parts import ChunkParts
+    from .training.distributed import any_rank
+
+    parts = ChunkParts(out_path, manifest, resume, main=ctx.main)
+    any_rank(False, ctx, _cpu())  # the directory is ready before any rank writes into it
+    mine = chunks[ctx.rank :: ctx.world]
+    todo = [c for c in mine if not parts.done(c, output_options["sites_path"] is not None)]
+    n_resumed = len(mine) - len(todo)
+    bar = _bar(todo, progress and ctx.main)
+    totals: dict = {}
+    for c in todo:
+        opts = {**output_options, "output": "z"}
+        if output_options["sites_path"] is not None:
+            opts["sites_path"] = parts.sites_path(c)
+        w = run.chunk(c, parts.path(c), bar, bp_range=c.bp, **opts)
+        for key, v in w.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                totals[key] = totals.get(key, 0) + v
+    bar.close()
+    any_rank(False, ctx, _cpu())  # every rank's chunks are written
+    if ctx.main:
+        totals.update(parts.join(chunks, kind, output_options["sites_path"]))
+    totals["path"], totals["output_type"] = out_path, kind
+    for key in ("imputed_sites", "typed_sites", "passthrough_records", "below_min_r2"):
+        totals.setdefault(key, 0)
+    totals.setdefault("qc", {})
+    totals.setdefault("qc_file", None)
+    return totals, len(todo), n_resumed
 
 
 def add_arguments(parser) -> None:
@@ -288,11 +513,40 @@ def add_arguments(parser) -> None:
         default=None,
         help="CPU threads for inference and the Beagle pre-phase (default: the CPUs this process may use)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="inference arithmetic: auto (bf16 on CUDA and on CPUs with AMX, else fp32), fp32 or bf16",
+    )
+    parser.add_argument(
+        "--region", default=None, metavar="CHR:START-END", help="impute only this range (1-based)"
+    )
+    parser.add_argument(
+        "--chunk-mb",
+        type=float,
+        default=None,
+        help="impute in chunks of this many Mb (default: one chunk); memory is then set by the chunk",
+    )
+    parser.add_argument(
+        "--buffer-mb",
+        type=float,
+        default=DEFAULT_BUFFER_MB,
+        help=f"context read on each side of a chunk (default {DEFAULT_BUFFER_MB:g} Mb)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the chunks an interrupted run with the same inputs finished",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args) -> int:
-    command = "vcfbert-fast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+    # --resume is how the run was carried out, not what it computed: a resumed output records the
+    # same command as an uninterrupted one
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    command = "vcfbert-fast " + " ".join(shlex.quote(a) for a in argv) if sys.argv else None
     impute(
         args.ref,
         args.target,
@@ -312,6 +566,11 @@ def run(args) -> int:
         format_fields=args.format_fields,
         min_r2=args.min_r2,
         sites_path=args.sites,
+        region=args.region,
+        chunk_mb=args.chunk_mb,
+        buffer_mb=args.buffer_mb,
+        resume=args.resume,
+        precision=args.precision,
     )
     return 0
 

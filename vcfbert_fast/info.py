@@ -89,6 +89,12 @@ def info() -> dict:
     pbwt = pbwt_backend() if device == "cpu" else f"{pbwt_backend()} (on the CPU)"
     d["op_paths"]["pbwt_donors"] = pbwt
     d["op_paths"]["match_runs"] = pbwt
+    from .devices import cpu_has_bf16_matmul, inference_dtype
+
+    amx = " (AMX bf16 tiles)" if device == "cpu" and cpu_has_bf16_matmul() else ""
+    d["op_paths"]["inference_precision"] = (
+        "bf16" if inference_dtype(torch.device(device), "auto") is not None else "fp32"
+    ) + amx
     return d
 
 

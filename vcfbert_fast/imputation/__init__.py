@@ -7,6 +7,8 @@
   (typed sites keep the input, imputed sites take the model's dosages) |
 | ``model_io.py`` | the checkpoint -> model, frequencies, windows, population AF of the targets (the vote's tables) |
 | ``inference.py`` | windows x target batches -> haplotype ALT dosages (retrieval, references, forward; or the donors' vote) |
+| ``chunks.py`` | ``--region`` / ``--chunk-mb``: cores with buffers, and the run's inputs cut to one chunk |
+| ``parts.py`` | a chunked, resumed or sharded run's chunk outputs: written, resumed, joined |
 | ``qc.py`` | allele QC: every target record recoded or excluded at a panel site's position, ``OUT.qc.tsv`` |
 | ``output.py`` | target records passed through, the imputed VCF, the QC file |
 """

@@ -89,11 +89,30 @@ def _window_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, b0: int, 
     return batch
 
 
+def _sites_bar(panel, desc: str, progress: bool, bar):
+    """The caller's bar (a chunked run shares one over its chunks), else a new one over the panel."""
+    if bar is not None:
+        return bar, False
+    return progress_bar(panel.n_sites, desc=desc, unit=" sites", enabled=progress), True
+
+
 @torch.no_grad()
 def infer_dosages(
-    model, panel, tables: ModelTables, tc: TargetCalls, dev: torch.device, batch_size: int, progress: bool
+    model,
+    panel,
+    tables: ModelTables,
+    tc: TargetCalls,
+    dev: torch.device,
+    batch_size: int,
+    progress: bool,
+    autocast_dtype: torch.dtype | None = None,
+    bar=None,
 ) -> np.ndarray:
-    """Haplotype ALT probabilities ``[M, S, 2]`` float32, each site from its most central window."""
+    """Haplotype ALT probabilities ``[M, S, 2]`` float32, each site from its most central window.
+
+    ``autocast_dtype``: run the forward under ``torch.autocast`` in that dtype (bf16), None: fp32
+    (``devices.inference_dtype`` picks it). ``bar``: a progress bar to advance by the sites done.
+    """
     layout, n_samp = tables.layout, tc.n_samples
     hds = np.zeros((panel.n_sites, n_samp, 2), dtype=np.float32)
     refs = donors = None
@@ -101,8 +120,8 @@ def infer_dosages(
         donors = _Donors(panel, tables, tc)
     elif tables.k > 0:
         refs = _References(model, panel, tables, dev)
-    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
-    bar = progress_bar(panel.n_sites, desc="imputing", unit=" sites", enabled=progress)
+    amp = None if autocast_dtype is None else torch.autocast(device_type=dev.type, dtype=autocast_dtype)
+    bar, own_bar = _sites_bar(panel, "imputing", progress, bar)
     for w in range(len(layout)):
         sl = layout.sites(w)
         keep = np.flatnonzero(tables.central[sl] == w)
@@ -124,16 +143,19 @@ def infer_dosages(
                 p = torch.softmax(out[key].float(), -1)[:, 1:-1, 1].cpu().numpy()  # [B, n]
                 hds[sl.start + keep, b0:b1, j] = p[:, keep].T
         bar.update(int(keep.size))
-    bar.close()
+    if own_bar:
+        bar.close()
     return hds
 
 
-def vote_dosages(panel, tables: ModelTables, tc: TargetCalls, batch_size: int, progress: bool) -> np.ndarray:
+def vote_dosages(
+    panel, tables: ModelTables, tc: TargetCalls, batch_size: int, progress: bool, bar=None
+) -> np.ndarray:
     """``impute --model vote``: each site's ALT probability is the donors' vote (``SiteDonors.vote``)."""
     donors = _Donors(panel, tables, tc)
     layout, n_samp = tables.layout, tc.n_samples
     hds = np.zeros((panel.n_sites, n_samp, 2), dtype=np.float32)
-    bar = progress_bar(panel.n_sites, desc="voting", unit=" sites", enabled=progress)
+    bar, own_bar = _sites_bar(panel, "voting", progress, bar)
     for w in range(len(layout)):
         sl = layout.sites(w)
         keep = np.flatnonzero(tables.central[sl] == w)
@@ -142,5 +164,6 @@ def vote_dosages(panel, tables: ModelTables, tc: TargetCalls, batch_size: int, p
             for j, d in enumerate(donors.window(w, b0, b1)):
                 hds[sl.start + keep, b0:b1, j] = d.vote().numpy()[:, keep].T
         bar.update(int(keep.size))
-    bar.close()
+    if own_bar:
+        bar.close()
     return hds

@@ -9,11 +9,14 @@ from .calls import FinalCalls, TargetCalls
 from .qc import QcScan, qc_path, write_qc
 
 
-def passthrough_records(target_path: str, qc: QcScan) -> tuple[list[tuple[int, str]], list[str]]:
+def passthrough_records(
+    target_path: str, qc: QcScan, bp_range: tuple[int, int] | None = None
+) -> tuple[list[tuple[int, str]], list[str]]:
     """Target records at positions the panel lacks, as (POS, original text); header lines.
 
     A record at a panel site's position never passes through: it types that site or is
-    excluded, and goes to ``qc`` either way (allele QC, ``imputation/qc.py``).
+    excluded, and goes to ``qc`` either way (allele QC, ``imputation/qc.py``). ``bp_range``
+    ``[start, end)``: only records there (a chunk's core, a ``--region``).
     """
     import cyvcf2
 
@@ -27,6 +30,8 @@ def passthrough_records(target_path: str, qc: QcScan) -> tuple[list[tuple[int, s
     out = []
     for v in vcf:
         pos = int(v.POS)
+        if bp_range is not None and not bp_range[0] <= pos < bp_range[1]:
+            continue
         j = int(np.searchsorted(panel_pos, pos))
         if j < len(panel_pos) and panel_pos[j] == pos:
             qc.add(v.CHROM, pos, v.ID or ".", v.REF.upper(), [a.upper() for a in v.ALT])
@@ -64,6 +69,7 @@ def write_output(
     tc: TargetCalls,
     fc: FinalCalls,
     command: str,
+    bp_range: tuple[int, int] | None = None,
     **options,
 ) -> dict:
     """Write the sorted, indexed VCF and ``OUT.qc.tsv``; ``options`` go to ``write_imputed_vcf``
@@ -75,7 +81,7 @@ def write_output(
         (int(target.positions[t]), str(target.ref[t]), str(target.alt[t])): str(alignment.action[t]) for t in at
     }
     qc = QcScan(panel, actions)
-    passthrough, extra = passthrough_records(target_path, qc)
+    passthrough, extra = passthrough_records(target_path, qc, bp_range)
     sites = ImputedSites(
         contig=panel.contig,
         positions=panel.positions,
