@@ -159,7 +159,7 @@ def impute(
     target = read_target(str(target_path), progress=progress)
     # 2. phase
     target, unph, prephased_path = phase_target(
-        target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads
+        target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads, panel
     )
     # 3. align
     alignment = align_target(target, panel)
