@@ -152,7 +152,7 @@ def prephase_panel_coded(
         left_out = target.n_sites - n
         print(
             f"pre-phase: Beagle gets {n} target sites in the panel's coding ({n_recoded} recoded from a REF/ALT "
-            f"swap or strand flip; {left_out} excluded by allele QC or absent from the panel left out)",
+            f"swap or strand flip); {left_out} left out (excluded by allele QC, or absent from the panel)",
             file=sys.stderr,
         )
         prefix = str(out_path) + ".prephased"
