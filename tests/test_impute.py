@@ -229,10 +229,13 @@ def test_unphased_target_refused_then_allowed(small_sim, tmp_path):
     assert seen == s["unphased_hets"]
 
 
-@pytest.mark.skipif(
+needs_beagle = pytest.mark.skipif(
     shutil.which("java") is None or not __import__("os").path.exists("/usr/share/beagle/beagle.jar"),
     reason="java or Beagle not installed",
 )
+
+
+@needs_beagle
 def test_prephase_beagle(small_sim, tmp_path):
     import cyvcf2
 
@@ -261,6 +264,26 @@ def test_prephase_beagle(small_sim, tmp_path):
         assert ga[:, 2].all()
         n += 1
     assert n == s["typed_sites"]
+
+
+def test_prephase_without_beagle_is_one_line_naming_the_target(small_sim, tmp_path, monkeypatch):
+    """No Beagle jar (or no java): --prephase beagle fails up front, naming the user's target (not
+    the recoded copy Beagle would read) and the fix; no output and no temporary is left."""
+    from vcfbert_fast.errors import InputError
+    from vcfbert_fast.impute import impute
+
+    target = _rewrite_target(small_sim.target_vcf, tmp_path / "u.vcf.gz", lambda h, b: (h, _unphased(b)))
+    out = tmp_path / "o" / "x.vcf.gz"
+    for env in ({"BEAGLE_JAR": str(tmp_path / "none.jar")}, {"PATH": str(tmp_path)}):
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            with pytest.raises(InputError) as exc:
+                impute(small_sim.ref_vcf, target, "vote", str(out), prephase="beagle", progress=False)
+        msg = str(exc.value)
+        assert msg.startswith(target + ": --prephase beagle needs Java and Beagle 5.4") and "\n" not in msg
+        assert ("none.jar" if "BEAGLE_JAR" in env else "(java not found)") in msg
+        assert not out.parent.exists() or not list(out.parent.iterdir())
 
 
 def test_vote_is_the_oracle_donors_weighted_vote(small_sim, tmp_path, rng):
@@ -388,6 +411,11 @@ def _rewrite_target(src, dst, edit) -> str:
     return plain + ".gz"
 
 
+def _unphased(body: list[list[str]]) -> list[list[str]]:
+    """VCF records (split lines) with every genotype unphased ('|' -> '/')."""
+    return [x[:9] + [g.replace("|", "/") for g in x[9:]] for x in body]
+
+
 def test_typed_sites_with_filled_calls_say_so(small_sim, tmp_path, rng):
     """A typed site whose missing input calls the model filled carries IMPFILL=<samples filled>
     (declared in the header); sites of input calls only keep a bare TYPED, and a target with no
@@ -429,11 +457,16 @@ def test_typed_sites_with_filled_calls_say_so(small_sim, tmp_path, rng):
 COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 
 
-def test_allele_qc_recodes_swaps_and_flips_and_never_writes_a_conflicting_record(small_sim, tmp_path, rng, capsys):
+@pytest.mark.parametrize("prephase", [None, pytest.param("beagle", marks=needs_beagle)])
+def test_allele_qc_recodes_swaps_and_flips_and_never_writes_a_conflicting_record(
+    small_sim, tmp_path, rng, capsys, prephase
+):
     """Target records at panel positions the target did not type: REF/ALT swapped, strand-flipped and
     both are recoded and typed; a swapped A/T or C/G site, a multi-allelic, split multi-allelic, ALT '.'
     or indel record is excluded (the site imputed, the record not written); lowercase bases match.
-    Each recoded or excluded record is one QC row; the output has one record per position."""
+    Each recoded or excluded record is one QC row; the output has one record per position.
+    ``prephase="beagle"``: the same target unphased and pre-phased with Beagle, which drops markers
+    whose alleles differ from the panel's: the recoded sites must still be typed with their calls."""
     import cyvcf2
 
     from vcfbert_fast.impute import impute
@@ -490,12 +523,17 @@ def test_allele_qc_recodes_swaps_and_flips_and_never_writes_a_conflicting_record
         j0 = int(np.searchsorted(panel.positions, int(snp[1])))
         add.append(snp[:3] + [snp[3], snp[3] + "G"] + snp[5:])
         row(j0, snp[3], snp[3] + "G", "excluded_not_snp", vid=snp[2])
-        return head, sorted(body + add, key=lambda x: int(x[1]))
+        body = sorted(body + add, key=lambda x: int(x[1]))
+        if prephase:  # unphased, as array data arrives: the pre-phase runs
+            body = _unphased(body)
+        return head, body
 
     target = _rewrite_target(small_sim.target_vcf, tmp_path / "qc.vcf.gz", edit)
     out = str(tmp_path / "qc_imp.vcf.gz")
     capsys.readouterr()
-    summary = impute(small_sim.ref_vcf, target, "vote", out, progress=False)
+    summary = impute(small_sim.ref_vcf, target, "vote", out, prephase=prephase, progress=False)
+    assert bool(summary["prephased"]) == bool(prephase)
+    assert not [p.name for p in tmp_path.iterdir() if "prephase-input" in p.name]  # the recoded copy is removed
     recs = list(cyvcf2.VCF(out))
     pos = [r.POS for r in recs]
     assert len(pos) == len(set(pos)) == panel.n_sites  # one record per position: nothing beside a panel site
@@ -503,7 +541,10 @@ def test_allele_qc_recodes_swaps_and_flips_and_never_writes_a_conflicting_record
     for p, gt in want_gt.items():
         r = by_pos[p]
         assert r.INFO.get("TYPED") and r.INFO.get("IMPFILL") is None
-        np.testing.assert_array_equal(np.array([x[:2] for x in r.genotypes]), gt)
+        got = np.array([x[:2] for x in r.genotypes])
+        if prephase:  # Beagle picks the phase: the same genotypes, each sample's alleles in any order
+            got, gt = np.sort(got, axis=1), np.sort(gt, axis=1)
+        np.testing.assert_array_equal(got, gt)
     for name in ("ambiguous", "multi", "no_alt", "split", "indel"):
         assert by_pos[int(panel.positions[u[name]])].INFO.get("IMP"), name
     assert by_pos[int(rows[-1][1])].INFO.get("TYPED")  # the SNP beside the excluded indel

@@ -192,7 +192,7 @@ def impute(
             check_overlap(model_path, state, overlap)
         # 2. phase (rank 0 runs Beagle; the other ranks read its output)
         target, unph, prephased_path = _read_and_phase(
-            target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx
+            target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx, panel
         )
         # 3. align
         alignment = align_target(target, panel)
@@ -290,7 +290,7 @@ def say(ctx, text: str) -> None:
 
 
 def _read_and_phase(
-    target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx
+    target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx, panel
 ):
     """``phase_target`` on rank 0; with several ranks the others wait, then read rank 0's phased file."""
     from .io import read_target
@@ -299,7 +299,7 @@ def _read_and_phase(
     target = read_target(str(target_path), progress=progress and ctx.main)
     if not ctx.enabled or ctx.main:
         result = phase_target(
-            target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads
+            target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads, panel
         )
         if ctx.enabled:
             any_rank(False, ctx, _cpu())  # rank 0 is done: the phased file exists

@@ -57,7 +57,9 @@ class QcScan:
 
     ``actions``: (POS, REF, ALT) -> ``Alignment.action`` of the aligned target's SNPs. A SNP the
     aligned target lacks was retracted as part of a split multi-allelic site (another SNP or
-    multi-allelic record at its position), or left out by the pre-phase.
+    multi-allelic record at its position), recoded into the panel's coding before the Beagle
+    pre-phase (``prephase.write_panel_coded``: the aligned target then holds the panel's alleles
+    at its position, as a ``match``), or else left out by the pre-phase.
     """
 
     def __init__(self, panel, actions: dict):
@@ -80,7 +82,9 @@ class QcScan:
         if self.split[pos] > 1:
             return EXCLUDED_MULTIALLELIC
         action = str(allele_actions([ref], alts, [p_ref], [p_alt])[0])
-        return EXCLUDED_PREPHASE if action in USED else action
+        if action not in USED or self.actions.get((pos, p_ref, p_alt)) == MATCH:
+            return action  # excluded, or recoded before the pre-phase
+        return EXCLUDED_PREPHASE
 
     def rows(self) -> list[QcRow]:
         out = []
