@@ -11,7 +11,8 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
    calls), each haplotype's donors (``pbwt``: per site, the panel haplotypes matching it longest
    over the typed sites, across the chromosome; ``hamming``: the K nearest in the window), their
    embeddings and match lengths, one forward pass; each site keeps the prediction of the window
-   where it is most central. ``--model vote``: no model, the donors' weighted vote;
+   where it is most central, its ALT probabilities calibrated per MAF class as fitted at training
+   (``calibration.py``). ``--model vote``: no model, the donors' weighted vote;
 6. typed sites keep their input calls; GP from HDS;
 7. write the sorted, indexed VCF (.vcf/.vcf.gz/.bcf by name or -O; -f fields; --min-r2; --sites
    table), with target records at positions the panel lacks passed through, the inputs' ##contig
@@ -26,6 +27,7 @@ import shlex
 import sys
 import time
 
+from .calibration import calibrate
 from .cli import add_populations_argument
 from .devices import resolve_device, set_threads
 from .errors import InputError
@@ -187,8 +189,9 @@ def impute(
     t_inf = time.perf_counter()
     if vote:
         hds = vote_dosages(panel, tables, tc, batch_size, progress)
-    else:
+    else:  # the checkpoint's calibration (calibration.py; none in older checkpoints: unchanged)
         hds = infer_dosages(model, panel, tables, tc, dev, batch_size, progress)
+        hds = calibrate(hds, tables.freqs.af, state.get("calibration"))
     t_inf = time.perf_counter() - t_inf
     # 6. final calls
     fc = final_calls(hds, tc)
