@@ -12,6 +12,7 @@ from vcfbert_fast.evaluate import evaluate, maf_bin_index
 HEADER = (
     "##fileformat=VCFv4.2\n##contig=<ID=1>\n"
     '##INFO=<ID=IMP,Number=0,Type=Flag,Description="imputed">\n'
+    '##INFO=<ID=DR2,Number=A,Type=Float,Description="estimated r2">\n'
     '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
     '##FORMAT=<ID=DS,Number=1,Type=Float,Description="ALT dosage">\n'
 )
@@ -186,3 +187,42 @@ def test_cli_runs(files, capsys):
     )
     assert rc == 0
     assert "6 masked sites" in capsys.readouterr().out
+
+
+# Estimated r^2 written at the masked sites (the threshold values themselves pass: DR2 >= t).
+DR2 = {200: 0.25, 300: 0.3, 400: 0.95, 500: 0.8, 600: 0.79, 700: 0.1}
+
+
+def test_dr2_calibration_and_pass_counts_match_numpy(files):
+    recs = [(100, "A", "C", ".", [f"{_gt(x)}:{x}" for x in TRUTH[100]])]
+    recs += [(p, "A", "C", f"DR2={DR2[p]};IMP", [f"{_gt(round(x))}:{x}" for x in d]) for p, d in DS.items()]
+    path = _vcf(files["dir"] / "dr2.vcf", SAMPLES, recs, fmt="GT:DS")
+    res = evaluate(
+        files["truth"], [path, files["imputed"]], ref_path=files["ref"], out_prefix=str(files["dir"] / "cal")
+    )
+    assert res["files"]["imp"]["dr2"] is None  # writes no DR2: no calibration entry, not zeros
+    d = res["files"]["dr2"]["dr2"]
+    dr2 = np.array([DR2[p] for p in DS])
+    true = np.array([_r2(TRUTH[p], DS[p]) for p in DS])  # every masked site is polymorphic here
+    for group in ("all_binned", "all_masked"):
+        g = d[group]
+        assert g["pass_0.3"] == int((dr2 >= 0.3).sum()) and g["pass_0.8"] == int((dr2 >= 0.8).sum())
+        assert g["mean_dr2"] == pytest.approx(dr2.mean()) and g["mean_true_r2"] == pytest.approx(true.mean())
+        assert g["true_r2_pass_0.8"] == pytest.approx(true[dr2 >= 0.8].mean())
+    last = d["bins"]["[0.2,0.5]"]  # sites 600 and 700
+    assert last["mean_dr2"] == pytest.approx((DR2[600] + DR2[700]) / 2)
+    assert last["gap"] == pytest.approx(last["mean_dr2"] - (true[4] + true[5]) / 2)
+    assert (last["pass_0.3"], last["pass_0.8"]) == (1, 0)
+    by = {b["dr2_bin"]: b for b in d["by_dr2"]}
+    assert by["[0.8,0.9)"]["n_polymorphic"] == 1 and by["[0.8,0.9)"]["mean_true_r2"] == pytest.approx(true[3])
+    assert by["[0.9,1]"]["mean_dr2"] == pytest.approx(0.95) and by["[0.7,0.8)"]["n_polymorphic"] == 1
+    assert sum(b["n_polymorphic"] for b in d["by_dr2"]) == 6
+    png = res["calibration_png"]
+    assert (
+        png == str(files["dir"] / "cal_dr2_calibration.png")
+        and (files["dir"] / "cal_dr2_calibration.png").stat().st_size > 1000
+    )
+    saved = json.loads((files["dir"] / "cal.json").read_text())
+    assert saved["calibration_png"] == png and saved["files"]["dr2"]["dr2"]["all_masked"]["pass_0.3"] == 4
+    md = (files["dir"] / "cal.md").read_text()
+    assert "| dr2 | all masked | 6 | " in md and "DR2 >= 0.8" in md

@@ -181,6 +181,25 @@ def test_loss_decreases_and_max_steps(panel, tmp_path, one_thread):
     assert torch.load(tmp_path / "last.pt", weights_only=True)["train_config"]["max_steps"] == 30
 
 
+def test_checkpoint_calibration_is_the_fit_of_its_own_weights(panel, tmp_path, one_thread):
+    """best.pt and last.pt carry the calibration fitted on the validation masks with their own
+    weights: re-validating those weights fits it again, to the same numbers."""
+    from vcfbert_fast.checkpoint import load_checkpoint
+
+    cfg = TrainConfig(**dict(TINY, max_steps=12, epochs=50, val_every_steps=4))
+    tr = Trainer(cfg, panel, None, tmp_path)
+    tr.train()
+    for name in ("best.pt", "last.pt"):
+        saved = read_checkpoint(tmp_path / name)["calibration"]
+        assert len(saved["classes"]) == len(saved["maf_edges"]) - 1
+        assert sum(c["n_ref"] + c["n_alt"] for c in saved["classes"]) > 0
+        load_checkpoint(tmp_path / name, model=tr.model, panel=panel)
+        tr.validate()
+        for got, want in zip(tr.calibration["classes"], saved["classes"]):
+            assert got["temperature"] == pytest.approx(want["temperature"], rel=1e-6)
+            assert (got["n_ref"], got["n_alt"]) == (want["n_ref"], want["n_alt"])
+
+
 class _Kill(Exception):
     pass
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import check_calibration
 from .errors import CheckpointError, shown_names
 
 FORMAT = "vcfbert-fast-checkpoint"
@@ -270,6 +271,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         if key not in state:
             raise CheckpointError(path, f"not a vcfbert-fast checkpoint (missing '{key}')", fix)
     check_model_config(path, state["model_config"])
+    check_calibration(path, state.get("calibration"))  # absent (older checkpoints): the identity
     return state
 
 

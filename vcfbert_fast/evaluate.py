@@ -14,6 +14,10 @@ Conventions (the imputation literature's, see docs/IMPUTATION.md):
   pooled. **Mean per-site r^2**: the mean over sites polymorphic in the targets' truth; a site
   whose imputed dosage is constant scores 0.
 * **AF baseline** (the floor): dosage = 2 x panel frequency of the coded allele at every sample.
+* **DR2 calibration**: the imputed file's estimated r^2 (INFO ``DR2``, Beagle / vcfbert-fast, or
+  ``R2``, minimac) against the true per-site r^2, over the masked sites polymorphic in the truth:
+  means per MAF bin and per DR2 bin (``PREFIX_dr2_calibration.png``), and how many masked sites
+  pass ``DR2 >= 0.3`` and ``DR2 >= 0.8`` (the usual filters; ``impute --min-r2`` keeps the same).
 * **Concordance**: best-guess genotype (GT allele count, else rounded DS) equals the truth.
   **Non-reference concordance**: the same over genotypes where the truth or the guess carries an
   ALT allele.
@@ -21,6 +25,7 @@ Conventions (the imputation literature's, see docs/IMPUTATION.md):
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -34,6 +39,8 @@ from .optional import optional_import
 
 MAF_BINS: list[tuple[float, float]] = [(0.001, 0.005), (0.005, 0.01), (0.01, 0.05), (0.05, 0.2), (0.2, 0.5)]
 AF_BASELINE = "AF baseline"
+DR2_THRESHOLDS = (0.3, 0.8)
+DR2_BIN_EDGES = tuple(round(0.1 * i, 1) for i in range(11))  # the calibration plot's DR2 bins
 
 
 def bin_label(lo: float, hi: float) -> str:
@@ -132,8 +139,11 @@ def _panel_alt_freq(path: str, wanted: set) -> dict:
     return out
 
 
-def _read_imputed(path: str, index: dict, samples: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Dosage (ALT copies, NaN missing) and best-guess ALT count (-1 missing) at the masked sites."""
+def _read_imputed(
+    path: str, index: dict, samples: list[str]
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Dosage (ALT copies, NaN missing), best-guess ALT count (-1 missing), the number of masked
+    sites absent, and the estimated r^2 (INFO DR2, else R2; NaN without) at the masked sites."""
     import cyvcf2
 
     _check_exists(path)
@@ -151,12 +161,14 @@ def _read_imputed(path: str, index: dict, samples: list[str]) -> tuple[np.ndarra
     dos = np.full((m, len(samples)), np.nan, dtype=np.float64)
     best = np.full((m, len(samples)), -1, dtype=np.int8)
     seen = np.zeros(m, dtype=bool)
+    dr2 = np.full(m, np.nan, dtype=np.float64)
     has_ds = "DS" in {h["ID"] for h in vcf.header_iter() if h["HeaderType"] == "FORMAT"}
     for v in vcf:
         i = index.get(_site_key(v))
         if i is None:
             continue
         seen[i] = True
+        dr2[i] = _info_r2(v)
         g = np.asarray(v.gt_types)[cols]
         gt = np.where(g == 3, -1, g).astype(np.int8)
         ds = v.format("DS") if has_ds else None
@@ -170,7 +182,20 @@ def _read_imputed(path: str, index: dict, samples: list[str]) -> tuple[np.ndarra
             dos[i] = np.where(gt < 0, np.nan, gt)
         best[i] = gt
     vcf.close()
-    return dos, best, int((~seen).sum())
+    return dos, best, int((~seen).sum()), dr2
+
+
+def _info_r2(v) -> float:
+    """The record's estimated r^2: INFO DR2 (Beagle, vcfbert-fast) or R2 (minimac); NaN if neither."""
+    for key in ("DR2", "R2"):
+        x = v.INFO.get(key)
+        if x is not None:
+            x = x[0] if isinstance(x, tuple) else x
+            try:
+                return float(x)
+            except (TypeError, ValueError):
+                return float("nan")
+    return float("nan")
 
 
 def _r2(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -183,17 +208,27 @@ def _r2(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(c * c / (vx * vy))
 
 
+def site_r2(truth_m: np.ndarray, dos_m: np.ndarray) -> np.ndarray:
+    """Per-site r^2 [m] of dosage against truth over the samples both have: NaN where the truth is
+    monomorphic in the targets (undefined), 0 where the imputed dosage is constant."""
+    valid = (truth_m >= 0) & ~np.isnan(dos_m)
+    n = valid.sum(axis=1).astype(np.float64)
+    t = np.where(valid, truth_m, 0).astype(np.float64)
+    d = np.where(valid, dos_m, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mt, md = t.sum(axis=1) / n, d.sum(axis=1) / n
+        tc, dc = np.where(valid, t - mt[:, None], 0.0), np.where(valid, d - md[:, None], 0.0)
+        vt, vd, c = (tc * tc).sum(axis=1), (dc * dc).sum(axis=1), (tc * dc).sum(axis=1)
+        r2 = np.where(vd > 1e-12 * np.maximum(n, 1), c * c / (vt * vd), 0.0)
+    return np.where((n >= 2) & (vt > 1e-12), r2, np.nan)
+
+
 def _scores(truth_m: np.ndarray, dos_m: np.ndarray, truth_alt: np.ndarray, best_alt: np.ndarray) -> dict:
     """Scores over a set of sites; minor-allele-coded truth/dosage [m, S], ALT-coded genotypes [m, S]."""
     valid = (truth_m >= 0) & ~np.isnan(dos_m)
     agg = _r2(truth_m[valid].astype(np.float64), dos_m[valid])
-    site_r2 = []
-    for t, d, ok in zip(truth_m, dos_m, valid):
-        t, d = t[ok].astype(np.float64), d[ok]
-        if t.size < 2 or t.var() <= 0:
-            continue  # monomorphic in the targets: r^2 undefined
-        r = _r2(t, d)
-        site_r2.append(0.0 if r is None else r)
+    per_site = site_r2(truth_m, dos_m)
+    site_r2s = per_site[~np.isnan(per_site)]
     gvalid = (truth_alt >= 0) & (best_alt >= 0)
     conc = float((truth_alt[gvalid] == best_alt[gvalid]).mean()) if gvalid.any() else None
     nonref = gvalid & ((truth_alt > 0) | (best_alt > 0))
@@ -202,11 +237,51 @@ def _scores(truth_m: np.ndarray, dos_m: np.ndarray, truth_alt: np.ndarray, best_
         "n_sites": int(truth_m.shape[0]),
         "n_genotypes": int(valid.sum()),
         "aggregate_r2": agg,
-        "mean_site_r2": float(np.mean(site_r2)) if site_r2 else None,
-        "n_polymorphic_sites": len(site_r2),
+        "mean_site_r2": float(np.mean(site_r2s)) if site_r2s.size else None,
+        "n_polymorphic_sites": int(site_r2s.size),
         "concordance": conc,
         "nonref_concordance": nrc,
     }
+
+
+def _dr2_group(dr2: np.ndarray, true_r2: np.ndarray) -> dict:
+    """DR2 against true r^2 over a set of sites: means over the sites with a DR2 that are
+    polymorphic in the truth, pass counts over every site with a DR2."""
+    has = ~np.isnan(dr2)
+    poly = has & ~np.isnan(true_r2)
+    out = {"n_sites": int(has.sum()), "n_polymorphic": int(poly.sum())}
+    out["mean_dr2"] = float(dr2[poly].mean()) if poly.any() else None
+    out["mean_true_r2"] = float(true_r2[poly].mean()) if poly.any() else None
+    out["gap"] = None if out["mean_dr2"] is None else out["mean_dr2"] - out["mean_true_r2"]
+    for t in DR2_THRESHOLDS:
+        ok = has & (dr2 >= t)
+        out[f"pass_{t:g}"] = int(ok.sum())
+        out[f"true_r2_pass_{t:g}"] = float(true_r2[ok & poly].mean()) if (ok & poly).any() else None
+    return out
+
+
+def dr2_calibration(dr2: np.ndarray, true_r2: np.ndarray, bins: np.ndarray) -> dict | None:
+    """The file's DR2 calibration (None when it writes no DR2/R2): :func:`_dr2_group` per MAF bin,
+    over the binned and over all masked sites, and per DR2 bin (``by_dr2``, the plot's points)."""
+    if np.isnan(dr2).all():
+        return None
+    out = {"bins": {}}
+    for b, (lo, hi) in enumerate(MAF_BINS):
+        out["bins"][bin_label(lo, hi)] = _dr2_group(dr2[bins == b], true_r2[bins == b])
+    out["all_binned"] = _dr2_group(dr2[bins >= 0], true_r2[bins >= 0])
+    out["all_masked"] = _dr2_group(dr2, true_r2)
+    out["by_dr2"] = []
+    edges = DR2_BIN_EDGES
+    for lo, hi in itertools.pairwise(edges):
+        sel = (dr2 >= lo) & ((dr2 <= hi) if hi == edges[-1] else (dr2 < hi))
+        g = _dr2_group(dr2[sel], true_r2[sel])
+        out["by_dr2"].append(
+            {
+                "dr2_bin": f"[{lo:g},{hi:g}{']' if hi == edges[-1] else ')'}",
+                **{k: g[k] for k in ("n_polymorphic", "mean_dr2", "mean_true_r2")},
+            }
+        )
+    return out
 
 
 def evaluate(
@@ -294,11 +369,12 @@ def evaluate(
         return out
 
     for path, label in zip(paths, labels):
-        dos, best, missing = _read_imputed(path, masked_index, truth.samples)
+        dos, best, missing, dr2 = _read_imputed(path, masked_index, truth.samples)
         dos_m = np.where(flip[:, None], 2.0 - dos, dos)
         entry = score_all(dos_m, best)
         entry["path"] = path
         entry["missing_masked_sites"] = missing
+        entry["dr2"] = dr2_calibration(dr2, site_r2(truth_m, dos_m), bins)
         result["files"][label] = entry
 
     base_best = np.where(flip[:, None], 2 - np.rint(base_dos), np.rint(base_dos)).astype(np.int8)
@@ -331,6 +407,10 @@ def _fmt(x: float | None, nd: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
+def _signed(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.3f}"
+
+
 def markdown_table(result: dict) -> str:
     """Two tables: r^2 per MAF bin (aggregate / mean per-site) and concordance per file."""
     labels = list(result["files"])
@@ -358,7 +438,37 @@ def markdown_table(result: dict) -> str:
             f"| {lab} | {_fmt(s['concordance'], 4)} | {_fmt(s['nonref_concordance'], 4)} | "
             f"{e['missing_masked_sites']} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _dr2_table(result)) + "\n"
+
+
+def _dr2_table(result: dict) -> list[str]:
+    """DR2 against true r^2 per MAF bin, and the DR2 filters' pass counts (files that write DR2)."""
+    files = {lab: e["dr2"] for lab, e in result["files"].items() if e.get("dr2")}
+    if not files:
+        return []
+    thr = " | ".join(f"DR2 >= {t:g}: sites (their true r2)" for t in DR2_THRESHOLDS)
+    lines = [
+        "",
+        (
+            "DR2 calibration: mean DR2 and mean true per-site r2 over the masked sites polymorphic in the "
+            "truth; pass counts over every masked site with a DR2."
+        ),
+        "",
+        f"| file | MAF bin | sites | mean DR2 | mean true r2 | DR2 - r2 | {thr} |",
+        "|---|---|---|---|---|---|" + "---|" * len(DR2_THRESHOLDS),
+    ]
+    for lab, d in files.items():
+        rows = [(b, d["bins"][b]) for b in result["maf_bins"]]
+        rows += [("all (MAF >= 0.001)", d["all_binned"]), ("all masked", d["all_masked"])]
+        for name, g in rows:
+            passes = " | ".join(
+                f"{g[f'pass_{t:g}']} ({_fmt(g[f'true_r2_pass_{t:g}'])})" for t in DR2_THRESHOLDS
+            )
+            lines.append(
+                f"| {lab} | {name} | {g['n_polymorphic']} | {_fmt(g['mean_dr2'])} | {_fmt(g['mean_true_r2'])} | "
+                f"{_signed(g['gap'])} | {passes} |"
+            )
+    return lines
 
 
 def plot_r2(result: dict, path: str) -> None:
@@ -393,18 +503,68 @@ def plot_r2(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def plot_dr2_calibration(result: dict, path: str) -> None:
+    """Estimated DR2 against true r^2: mean true r^2 per DR2 bin (left; on the diagonal when DR2
+    means what it says) and mean DR2 beside mean true r^2 per MAF bin (right); files with DR2."""
+    matplotlib = optional_import("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = {lab: e["dr2"] for lab, e in result["files"].items() if e.get("dr2")}
+    bins = result["maf_bins"]
+    x = np.arange(len(bins))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot([0, 1], [0, 1], ":", color="grey", label="DR2 = true r$^2$")
+    for i, (lab, d) in enumerate(files.items()):
+        color = f"C{i}"
+        pts = [
+            (p["mean_dr2"], p["mean_true_r2"], p["n_polymorphic"]) for p in d["by_dr2"] if p["n_polymorphic"]
+        ]
+        if pts:
+            px, py, n = (np.array(v, dtype=float) for v in zip(*pts))
+            left.plot(px, py, "-", color=color, alpha=0.5)
+            left.scatter(px, py, s=12 + 60 * np.sqrt(n / n.max()), color=color, label=lab)
+        for key, style, what in (("mean_true_r2", "-o", "true r$^2$"), ("mean_dr2", "--s", "DR2")):
+            y = [d["bins"][b][key] for b in bins]
+            right.plot(x, [np.nan if v is None else v for v in y], style, color=color, label=f"{lab} {what}")
+    left.set_xlabel("mean estimated DR2 (DR2 bins of 0.1; size: sites)")
+    left.set_ylabel("mean true r$^2$ (masked sites)")
+    left.set_xlim(0, 1.02)
+    left.set_ylim(0, 1.02)
+    left.set_title("DR2 calibration")
+    right.set_xticks(x, bins, rotation=20)
+    right.set_xlabel("minor allele frequency (panel)")
+    right.set_ylim(0, 1.02)
+    right.set_title("mean DR2 and mean true r$^2$ by MAF")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_reports(result: dict, out_prefix: str, plot: bool = True) -> dict[str, str]:
+    """PREFIX.json / .md, and with ``plot`` PREFIX.png and (files with DR2) PREFIX_dr2_calibration.png,
+    whose path is ``result["calibration_png"]`` (None when not drawn)."""
     prefix = str(out_prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     paths = {"json": prefix + ".json", "md": prefix + ".md"}
+    has_dr2 = any(e.get("dr2") for e in result["files"].values())
+    result["calibration_png"] = prefix + "_dr2_calibration.png" if plot and has_dr2 else None
+    if plot:
+        paths["png"] = prefix + ".png"
+    if result["calibration_png"]:
+        paths["calibration_png"] = result["calibration_png"]
+    result["reports"] = paths
     with open(paths["json"], "w") as fh:
         json.dump(result, fh, indent=2)
     with open(paths["md"], "w") as fh:
         fh.write(markdown_table(result))
     if plot:
-        paths["png"] = prefix + ".png"
         plot_r2(result, paths["png"])
-    result["reports"] = paths
+    if result["calibration_png"]:
+        plot_dr2_calibration(result, result["calibration_png"])
     return paths
 
 

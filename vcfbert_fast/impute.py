@@ -11,7 +11,8 @@ The steps, each in ``vcfbert_fast/imputation/`` (docs/IMPUTATION.md has the conv
    calls), each haplotype's donors (``pbwt``: per site, the panel haplotypes matching it longest
    over the typed sites, across the chromosome; ``hamming``: the K nearest in the window), their
    embeddings and match lengths, one forward pass; each site keeps the prediction of the window
-   where it is most central. ``--model vote``: no model, the donors' weighted vote;
+   where it is most central, its ALT probabilities calibrated per MAF class as fitted at training
+   (``calibration.py``). ``--model vote``: no model, the donors' weighted vote;
 6. typed sites keep their input calls; GP from HDS;
 7. write the sorted, indexed VCF (.vcf/.vcf.gz/.bcf by name or -O; -f fields; --min-r2; --sites
    table), with target records at positions the panel lacks passed through, the inputs' ##contig
@@ -28,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .calibration import calibrate
 from .cli import add_populations_argument
 from .devices import PRECISIONS, inference_dtype, resolve_device, set_threads
 from .errors import InputError
@@ -388,6 +390,8 @@ class _Run:
                 autocast_dtype=self.amp_dtype,
                 bar=bar,
             )
+            # the checkpoint's calibration (calibration.py; none in older checkpoints: unchanged)
+            hds = calibrate(hds, tables.freqs.af, self.state.get("calibration"))
         fc = final_calls(hds, tc)
         c0, c1 = chunk.core
         if (c0, c1) != (lo, hi):  # write the core only: the buffers are the neighbours' cores

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..calibration import LogitHistogram
 from ..checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -297,6 +298,7 @@ class Trainer:
         self.refresh_state: dict | None = None  # embedding weights the retriever was last refreshed with
         self.refresh_epoch = -1
         self.last_val: dict | None = None
+        self.calibration: dict | None = None  # fitted on the last validation pass (calibration.py)
         self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ state
@@ -326,6 +328,7 @@ class Trainer:
             "val_samples": self.val_samples.tolist(),
             "sample_names": [str(s) for s in self.panel.samples],
             "last_validation": self.last_val,
+            "calibration": self.calibration,
             "rng": capture_rng_state(),
             "world_size": self.dist.world,
         }
@@ -367,6 +370,7 @@ class Trainer:
         self.refresh_state = state["refresh_state"]
         self.refresh_epoch = int(state["refresh_epoch"])
         self.last_val = state.get("last_validation")
+        self.calibration = state.get("calibration")
         restore_rng_state(state["rng"])
         if self.dist.rank > 0:  # ranks draw different dropout masks
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.step * 101 + self.dist.rank)
@@ -506,18 +510,22 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict | None:
-        """Masked-site metrics of held-out samples (retrieving from training haplotypes)."""
+        """Masked-site metrics of held-out samples (retrieving from training haplotypes); the same
+        pass fits the calibration of these weights (``self.calibration``, saved with them)."""
         if self.val_ds is None:
             return None
         self.model.eval()
-        metrics = ImputationMetrics()
+        metrics, logits = ImputationMetrics(), LogitHistogram()
         for batch in self._loader(self.val_sampler, self.val_ds, limit=self.cfg.val_max_batches):
             batch = batch_to_device(batch, self.device)
             r1, r2 = self._retrieve(batch, training=False)
             out, loss = self._forward_loss(batch, r1, r2)
             metrics.update(out, batch, loss.detach())
+            logits.update(out, batch)
         self.model.train()
         sum_across_ranks(metrics.totals(self.device), self.dist)
+        sum_across_ranks(logits.totals(self.device), self.dist)
+        self.calibration = logits.fit()
         result = metrics.compute()
         self.last_val = {
             k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()
