@@ -67,7 +67,7 @@ def timed(
         text = log.read_text(errors="replace")
         if "Exit status: 0" in text:
             print(f"reusing {output} (timings from {log})", file=sys.stderr)
-            return _parse_time_log(text)
+            return {**_parse_time_log(text), "reused": True}
     use_time = os.path.exists("/usr/bin/time")
     full = (["/usr/bin/time", "-v"] if use_time else []) + cmd
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
@@ -105,8 +105,8 @@ def unphase(src: str, dst: Path) -> str:
     return str(dst)
 
 
-def beagle_version() -> str:
-    proc = subprocess.run(["java", "-jar", BEAGLE_JAR], capture_output=True, text=True, check=False)
+def beagle_version(jar: str = BEAGLE_JAR) -> str:
+    proc = subprocess.run(["java", "-jar", jar], capture_output=True, text=True, check=False)
     first = (proc.stdout or proc.stderr).strip().splitlines()
     return first[0] if first else "unknown"
 
@@ -126,10 +126,103 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def section_text(args, res: dict, runs: dict, sim_info: dict) -> str:
+def train_model(
+    train_cmd: list[str], run_dir: Path, minutes: float, threads: int, extra: list[str], log: Path
+) -> dict:
+    """Run ``train_cmd`` (``python -m vcfbert_fast train --ref ...``) for ``minutes``, timed.
+
+    Returns the checkpoint to impute with (best.pt, else last.pt), the optimizer steps, the
+    ``timed`` figures and a note on the run read from its metrics.jsonl.
+    """
+    tr = timed(
+        train_cmd
+        + [
+            "--out",
+            str(run_dir),
+            "--time-budget",
+            str(minutes),
+            "--epochs",
+            "100000",
+            "--no-progress",
+            "--threads",
+            str(threads),
+            *extra,
+        ],
+        log,
+        output=run_dir / "last.pt",
+    )
+    model = str(run_dir / "best.pt") if (run_dir / "best.pt").exists() else str(run_dir / "last.pt")
+    steps, notes = "?", []
+    try:
+        recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    except OSError:
+        recs = []
+    done = [r for r in recs if r.get("kind") == "done"]
+    if done:
+        steps = done[-1].get("step", "?")
+        val = done[-1].get("validation") or {}
+        notes.append(
+            f"vcfbert-fast training: {tr['wall_s']:.0f} s wall (incl. start-up and final validation), "
+            f"peak RSS {tr['peak_rss_gib']:.2f} GiB, {steps} steps, stop: {done[-1].get('stop_reason')}; "
+            f"validation masked-site accuracy {val.get('accuracy')}."
+        )
+    return {"model": model, "steps": steps, "time": tr, "notes": notes}
+
+
+def _wall(r: dict) -> str:
+    return f"{r['wall_s']:.1f} s" if r.get("wall_s") is not None else "-"
+
+
+def _rss(r: dict) -> str:
+    return f"{r['peak_rss_gib']:.2f} GiB" if r.get("peak_rss_gib") is not None else "-"
+
+
+def accuracy_lines(res: dict, runs: dict, columns: dict) -> list[str]:
+    """evaluate's r^2 tables (aggregate and mean per-site, by MAF bin) as markdown lines; the first
+    table adds, per tool, ``columns`` (header -> function of that tool's ``runs`` entry)."""
     from vcfbert_fast.evaluate import _fmt
 
     bins = res["maf_bins"]
+    lines = [
+        "Aggregate dosage r^2 (minor-allele coded, pooled over genotypes) by panel MAF bin:",
+        "",
+        "| tool | " + " | ".join(bins) + " | concordance | non-ref conc. | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * (len(bins) + 2 + len(columns)),
+    ]
+    for label, e in list(res["files"].items()) + [("AF baseline", res["af_baseline"])]:
+        r = runs.get(label, {})
+        cells = [_fmt(e["bins"][b]["aggregate_r2"]) for b in bins]
+        a = e["all_binned"]
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {_fmt(a['concordance'], 4)} | "
+            f"{_fmt(a['nonref_concordance'], 4)} | " + " | ".join(f(r) for f in columns.values()) + " |"
+        )
+    lines += ["", "Mean per-site r^2 (sites polymorphic in the targets):", ""]
+    lines += ["| tool | " + " | ".join(bins) + " |", "|---|" + "---|" * len(bins)]
+    for label, e in res["files"].items():
+        lines.append(f"| {label} | " + " | ".join(_fmt(e["bins"][b]["mean_site_r2"]) for b in bins) + " |")
+    lines += [
+        "",
+        "Sites per bin: " + ", ".join(f"{b} {res['af_baseline']['bins'][b]['n_sites']}" for b in bins) + ".",
+    ]
+    for label, e in res["files"].items():
+        if e["missing_masked_sites"]:
+            lines.append(f"{label}: {e['missing_masked_sites']} masked sites missing from its output.")
+    return lines
+
+
+def load_line(sim_info: dict) -> str:
+    """The load averages recorded in ``sim_info`` (keys ``load_<when>``), as one sentence."""
+    return (
+        "Load average (1/5/15 min): "
+        + ", ".join(
+            f"{k[5:]} {' / '.join(f'{x:.1f}' for x in sim_info[k])}" for k in sim_info if k.startswith("load_")
+        )
+        + "."
+    )
+
+
+def section_text(args, res: dict, runs: dict, sim_info: dict) -> str:
     lines = [
         SECTION,
         "",
@@ -157,54 +250,97 @@ def section_text(args, res: dict, runs: dict, sim_info: dict) -> str:
             + f"with `--threads {args.impute_threads or args.threads}` and "
             + ("the true phase." if args.phased_target else "`--prephase beagle`.")
         ),
-        "Load average (1/5/15 min) before the tools: "
-        + ", ".join(
-            f"{k[5:]} {' / '.join(f'{x:.1f}' for x in sim_info[k])}"
-            for k in sim_info
-            if k.startswith("load_")
-        )
-        + ".",
+        load_line(sim_info),
         "",
-        "Aggregate dosage r^2 (minor-allele coded, pooled over genotypes) by panel MAF bin:",
-        "",
-        "| tool | " + " | ".join(bins) + " | concordance | non-ref conc. | wall time | peak RSS |",
-        "|---|" + "---|" * (len(bins) + 4),
+        *accuracy_lines(res, runs, {"wall time": _wall, "peak RSS": _rss}),
     ]
-    for label, e in list(res["files"].items()) + [("AF baseline", res["af_baseline"])]:
-        r = runs.get(label, {})
-        wall = f"{r['wall_s']:.1f} s" if r.get("wall_s") is not None else "-"
-        rss = f"{r['peak_rss_gib']:.2f} GiB" if r.get("peak_rss_gib") is not None else "-"
-        cells = [_fmt(e["bins"][b]["aggregate_r2"]) for b in bins]
-        a = e["all_binned"]
-        lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {_fmt(a['concordance'], 4)} | "
-            f"{_fmt(a['nonref_concordance'], 4)} | {wall} | {rss} |"
-        )
-    lines += ["", "Mean per-site r^2 (sites polymorphic in the targets):", ""]
-    lines += ["| tool | " + " | ".join(bins) + " |", "|---|" + "---|" * len(bins)]
-    for label, e in res["files"].items():
-        lines.append(f"| {label} | " + " | ".join(_fmt(e["bins"][b]["mean_site_r2"]) for b in bins) + " |")
-    lines += [
-        "",
-        "Sites per bin: " + ", ".join(f"{b} {res['af_baseline']['bins'][b]['n_sites']}" for b in bins) + ".",
-    ]
-    for label, e in res["files"].items():
-        if e["missing_masked_sites"]:
-            lines.append(f"{label}: {e['missing_masked_sites']} masked sites missing from its output.")
     notes = runs.get("notes", [])
     lines += ["", *notes, "", f"Plot: `{runs.get('png', '')}` (r^2 against MAF, one line per tool).", ""]
     return "\n".join(lines)
 
 
-def write_section(md: Path, text: str) -> None:
+def write_section(md: Path, text: str, heading: str = SECTION) -> None:
+    """Replace the section that starts with ``heading`` (up to the next ``## ``) by ``text``; append it if absent."""
     old = md.read_text() if md.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
+    start = old.find(heading)
     if start < 0:
         new = old.rstrip("\n") + "\n\n" + text
     else:
-        nxt = old.find("\n## ", start + len(SECTION))
+        nxt = old.find("\n## ", start + len(heading))
         new = old[:start] + text + (old[nxt + 1 :] if nxt >= 0 else "")
     md.write_text(new.rstrip("\n") + "\n")
+
+
+def pbwt_note(log: Path) -> str | None:
+    """The PBWT index and donor-search times that a ``impute --model vote`` run logged (one line
+    per chunk in a chunked run: summed), as a note."""
+    found = re.findall(
+        r"built in ([\d.]+) s; donors of (\d+) haplotypes at (\d+) points \(K=(\d+)\) found in ([\d.]+) s",
+        log.read_text(errors="replace"),
+    )
+    if not found:
+        return None
+    built, search = sum(float(f[0]) for f in found), sum(float(f[4]) for f in found)
+    points = sum(int(f[2]) for f in found)
+    return (
+        f"PBWT (in the vote run): index built in {built:.2f} s; donors of {found[0][1]} target haplotypes "
+        f"at {points} selection points, K={found[0][3]}, found in {search:.2f} s"
+        + (f" (summed over {len(found)} chunks)." if len(found) > 1 else ".")
+    )
+
+
+def simulated(
+    sim_dir: Path, n_ref: int, n_target: int, length: int, seed: int, reuse: bool
+) -> tuple[SimpleNamespace, dict]:
+    """The simulation in ``sim_dir`` (made now, or with ``reuse`` the one its sim_info.json records).
+
+    A reused simulation made with other parameters is refused rather than benchmarked under the
+    wrong description (older sim_info.json files, without parameters, are taken as they are).
+    """
+    from vcfbert_fast.simulate import simulate
+
+    info_path = sim_dir / "sim_info.json"
+    params = {"n_ref": n_ref, "n_target": n_target, "length": length, "seed": seed}
+    if reuse and info_path.exists():
+        sim_info = json.loads(info_path.read_text())
+        made = sim_info.get("params", params)
+        if made != params:
+            raise SystemExit(
+                f"{info_path}: the simulation there was made with {made}, not {params}; "
+                "drop --reuse or pass the same parameters"
+            )
+        print(f"reusing the simulation in {sim_dir}", file=sys.stderr)
+    else:
+        t = time.perf_counter()
+        sim = simulate(sim_dir, n_ref, n_target, length, seed=seed)
+        sim_info = {
+            "n_sites": sim.n_sites,
+            "n_array_sites": sim.n_array_sites,
+            "simulate_s": time.perf_counter() - t,
+            "params": params,
+            "paths": {k: str(getattr(sim, k)) for k in ("ref_vcf", "panel_txt", "truth_vcf", "target_vcf")},
+        }
+        info_path.write_text(json.dumps(sim_info, indent=1))
+    return SimpleNamespace(**{k: Path(v) for k, v in sim_info["paths"].items()}), sim_info
+
+
+def score(out: Path, truth: str, ref: str, target: str, imputed: dict, runs: dict, sim_info: dict) -> dict:
+    """``evaluate`` every output in ``imputed`` (label -> VCF) into ``out/eval.*``; the result
+    carries ``runs`` and ``sim_info``, and ``runs["png"]`` names the plot (repo-relative if inside)."""
+    from vcfbert_fast.evaluate import evaluate
+
+    res = evaluate(
+        truth,
+        list(imputed.values()),
+        ref_path=ref,
+        out_prefix=str(out / "eval"),
+        target_path=target,
+        labels=list(imputed),
+    )
+    res["runs"], res["simulation"] = runs, sim_info
+    png = out / "eval.png"
+    runs["png"] = os.path.relpath(png, REPO) if png.is_relative_to(REPO) else str(png)
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,29 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     global REUSE
     REUSE = args.reuse
     sys.path.insert(0, str(REPO))
-    from vcfbert_fast.evaluate import evaluate, markdown_table
-    from vcfbert_fast.simulate import simulate
+    from vcfbert_fast.evaluate import markdown_table
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     runs: dict = {"notes": []}
     py = [sys.executable, "-m", "vcfbert_fast"]
 
-    t = time.perf_counter()
-    info_path = out / "sim" / "sim_info.json"
-    if REUSE and info_path.exists():
-        sim_info = json.loads(info_path.read_text())
-        sim = SimpleNamespace(**{k: Path(v) for k, v in sim_info["paths"].items()})
-        print(f"reusing the simulation in {out / 'sim'}", file=sys.stderr)
-    else:
-        sim = simulate(out / "sim", args.n_ref, args.n_target, args.length, seed=args.seed)
-        sim_info = {
-            "n_sites": sim.n_sites,
-            "n_array_sites": sim.n_array_sites,
-            "simulate_s": time.perf_counter() - t,
-            "paths": {k: str(getattr(sim, k)) for k in ("ref_vcf", "panel_txt", "truth_vcf", "target_vcf")},
-        }
-        info_path.write_text(json.dumps(sim_info, indent=1))
+    sim, sim_info = simulated(out / "sim", args.n_ref, args.n_target, args.length, args.seed, REUSE)
     if args.mask_rate == "auto":
         args.mask_rate = f"{1 - sim_info['n_array_sites'] / sim_info['n_sites']:.4f}"
     sim_info["load_before"] = os.getloadavg()
@@ -355,64 +476,31 @@ def main(argv: list[str] | None = None) -> int:
             output=vote_out,
         )
         imputed["vcfbert-fast vote"] = str(vote_out)
-        m = re.search(r"built in ([\d.]+) s; donors of (\d+) haplotypes at (\d+) points \(K=(\d+)\) found in ([\d.]+) s",
-                      (out / "logs" / "vote.time").read_text(errors="replace"))
-        if m:
-            runs["notes"].append(
-                f"PBWT (in the vote run): index built in {m.group(1)} s; donors of {m.group(2)} target haplotypes "
-                f"at {m.group(3)} selection points, K={m.group(4)}, found in {m.group(5)} s."
-            )
+        note = pbwt_note(out / "logs" / "vote.time")
+        if note:
+            runs["notes"].append(note)
 
     model = args.model
     ours = "vcfbert-fast"
     if model is None:
-        run_dir = out / "run"
         mask_flags = (
             []
             if args.mask_rate == "curriculum"
             else ["--mask-rate", args.mask_rate, "--mask-mode", args.mask_mode]
         )
         sim_info["load_train_start"] = os.getloadavg()
-        tr = timed(
-            py
-            + [
-                "train",
-                "--ref",
-                ref,
-                "--populations",
-                str(sim.panel_txt),
-                "--out",
-                str(run_dir),
-                "--time-budget",
-                str(args.train_minutes),
-                "--epochs",
-                "100000",
-                "--no-progress",
-                "--threads",
-                str(args.train_threads or args.threads),
-                *mask_flags,
-                *args.train_args.split(),
-            ],
+        tr = train_model(
+            py + ["train", "--ref", ref, "--populations", str(sim.panel_txt)],
+            out / "run",
+            args.train_minutes,
+            args.train_threads or args.threads,
+            [*mask_flags, *args.train_args.split()],
             out / "logs" / "train.time",
-            output=run_dir / "last.pt",
         )
-        model = str(run_dir / "best.pt") if (run_dir / "best.pt").exists() else str(run_dir / "last.pt")
-        steps = "?"
-        try:
-            recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-            done = [r for r in recs if r.get("kind") == "done"]
-            if done:
-                steps = done[-1].get("step", "?")
-                val = done[-1].get("validation") or {}
-                runs["notes"].append(
-                    f"vcfbert-fast training: {tr['wall_s']:.0f} s wall (incl. start-up and final validation), "
-                    f"peak RSS {tr['peak_rss_gib']:.2f} GiB, {steps} steps, stop: {done[-1].get('stop_reason')}; "
-                    f"validation masked-site accuracy {val.get('accuracy')}."
-                )
-        except OSError:
-            pass
-        runs["train_steps"] = steps
-        runs["train"] = tr
+        model = tr["model"]
+        runs["notes"] += tr["notes"]
+        runs["train_steps"] = tr["steps"]
+        runs["train"] = tr["time"]
         sim_info["load_train_end"] = os.getloadavg()
     ours_out = out / "vcfbert_fast.vcf.gz"
     runs[ours] = timed(
@@ -444,21 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     imputed[ours] = str(ours_out)
 
-    res = evaluate(
-        truth,
-        list(imputed.values()),
-        ref_path=ref,
-        out_prefix=str(out / "eval"),
-        target_path=str(sim.target_vcf),
-        labels=list(imputed),
-    )
+    res = score(out, truth, ref, str(sim.target_vcf), imputed, runs, sim_info)
     res["beagle_version"] = beagle_version()
-    res["runs"] = runs
-    res["simulation"] = sim_info
     (out / "eval.json").write_text(json.dumps(res, indent=2, default=str))
-    runs["png"] = (
-        os.path.relpath(out / "eval.png", REPO) if str(out).startswith(str(REPO)) else str(out / "eval.png")
-    )
     print(markdown_table(res))
     text = section_text(args, res, runs, sim_info)
     print(text)
