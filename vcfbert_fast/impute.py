@@ -177,6 +177,10 @@ def impute(
         **output_options,
     )
     region_t = parse_region(region)
+    if chunk_mb is not None and not (isinstance(chunk_mb, numbers.Real) and 0 < chunk_mb < float("inf")):
+        raise InputError(None, f"--chunk-mb {chunk_mb} must be a number of megabases > 0", "e.g. --chunk-mb 10")
+    if not (isinstance(buffer_mb, numbers.Real) and 0 <= buffer_mb < float("inf")):
+        raise InputError(None, f"--buffer-mb {buffer_mb} must be a number of megabases >= 0", "e.g. --buffer-mb 2")
     dev = resolve_device(device)
     threads = set_threads(threads)
     amp_dtype = inference_dtype(dev, precision)
