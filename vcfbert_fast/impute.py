@@ -257,7 +257,6 @@ def impute(
     finally:
         leave_process_group(ctx, synchronise=ok)
     total = time.perf_counter() - t0
-    n_core = sum(c.core[1] - c.core[0] for c in chunks)
     summary = {
         **written,
         "alignment": alignment.summary(),
@@ -272,9 +271,13 @@ def impute(
         "precision": "bf16" if amp_dtype is not None else "fp32",
         "unphased_hets": int(tc.unphased.sum()),
         "prephased": prephased_path,
-        "inference_s": round(t_inf, 3),
+        "windows": run.windows,
+        "overlap": run.window_overlap,
+        "inference_s": round(run.infer_s, 3),
+        "write_s": round(run.write_s, 3),
+        "chunks_s": round(t_inf, 3),
         "total_s": round(total, 3),
-        "sites_per_s": round(n_core / max(t_inf, 1e-9), 1),
+        "sites_per_s": round(run.sites / max(run.infer_s, 1e-9), 1),
     }
     if ctx.main:
         print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
@@ -282,7 +285,7 @@ def impute(
         print(
             f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
             f"sites{low}, {written['passthrough_records']} target records passed through, {tc.n_samples} samples, "
-            f"{len(chunks)} chunk(s) ({n_resumed} resumed); inference + writing {t_inf:.1f} s "
+            f"{len(chunks)} chunk(s) ({n_resumed} resumed); inference {run.infer_s:.1f} s "
             f"({summary['sites_per_s']} sites/s), total {total:.1f} s",
             file=sys.stderr,
         )
@@ -351,6 +354,12 @@ class _Run:
     batch_size: int
     amp_dtype: Any
     command: str
+    # accumulated over the chunks this process ran
+    windows: int = 0
+    sites: int = 0
+    window_overlap: int = 0
+    infer_s: float = 0.0
+    write_s: float = 0.0
 
     @property
     def vote(self) -> bool:
@@ -375,6 +384,7 @@ class _Run:
         """Impute the chunk's span, write its core to ``path``; ``write_output``'s summary."""
         from .imputation.chunks import slice_calls, slice_final, slice_panel
 
+        t0 = time.perf_counter()
         lo, hi = chunk.span
         sub = slice_panel(self.panel, lo, hi)
         tc = slice_calls(self.tc, lo, hi, self.alignment.panel_index)
@@ -397,11 +407,16 @@ class _Run:
             # the checkpoint's calibration (calibration.py; none in older checkpoints: unchanged)
             hds = calibrate(hds, tables.freqs.af, self.state.get("calibration"))
         fc = final_calls(hds, tc)
+        self.windows += len(tables.layout)
+        self.sites += chunk.core[1] - chunk.core[0]
+        self.window_overlap = tables.layout.overlap
+        self.infer_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
         c0, c1 = chunk.core
         if (c0, c1) != (lo, hi):  # write the core only: the buffers are the neighbours' cores
             sub, fc = slice_panel(self.panel, c0, c1), slice_final(fc, c0 - lo, c1 - lo)
             tc = slice_calls(self.tc, c0, c1, self.alignment.panel_index)
-        return write_output(
+        written = write_output(
             path,
             sub,
             self.target,
@@ -413,6 +428,8 @@ class _Run:
             bp_range=bp_range,
             **output_options,
         )
+        self.write_s += time.perf_counter() - t0
+        return written
 
 
 def _manifest(ref, target, model, populations, **options) -> dict:
