@@ -563,3 +563,18 @@ def test_one_version_source():
         pyproject.read_configuration(ROOT / "pyproject.toml")["project"]["version"]
         == vcfbert_fast.__version__
     )
+
+
+def test_ctrl_c_is_one_line_and_exit_130(inputs, capsys, monkeypatch):
+    """Ctrl-C anywhere in a subcommand: one line on stderr, no traceback, the shell's 128 + SIGINT."""
+    from vcfbert_fast import impute as imp
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imp, "run", interrupted)
+    d, _ = inputs
+    rc = main(_impute_argv(d, str(d / "o.vcf.gz")))
+    err = capsys.readouterr().err
+    assert rc == 130 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "interrupted" in err and "--resume" in err

@@ -68,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     except VcfBertError as exc:  # bad input: one line, no traceback
         print(f"vcfbert-fast {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the writers have removed their partial files on the way out
+        print(
+            f"vcfbert-fast {args.command}: interrupted; no partial output is left (`train --resume` and a "
+            "chunked `impute --resume` carry on from what finished)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -551,7 +551,7 @@ def add_arguments(parser) -> None:
         "--chunk-mb",
         type=float,
         default=None,
-        help="impute in chunks of this many Mb (default: one chunk); memory is then set by the chunk",
+        help="impute in chunks of this many Mb (default: one chunk); the dosages and calls in flight are then one chunk's",
     )
     parser.add_argument(
         "--buffer-mb",
