@@ -1,7 +1,7 @@
 """Chromosome-scale benchmark (issue 11, step 5): vcfbert-fast train + chunked impute beside Beagle 5.4, CPU.
 
     python benchmarks/chromosome_benchmark.py [--out bench_chrom] [--n-ref 2504] [--n-target 1000]
-        [--length 15000000] [--seed 1] [--train-minutes 15] [--threads 2] [--chunk-mb 5]
+        [--length 15000000] [--seed 1] [--train-minutes 15] [--threads 2] [--chunk-mb 10]
         [--buffer-mb B] [--precision auto|fp32|bf16] [--model MODEL | --skip-train MODEL]
         [--vote] [--java-mem 8g] [--reuse] [--write-md BENCHMARKS.md]
 
@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-minutes", type=float, default=15.0, help="`train --time-budget`")
     p.add_argument("--train-args", default="", help="extra `vcfbert-fast train` flags, e.g. '--dims 96'")
     p.add_argument("--threads", type=int, default=2, help="threads for Beagle, train and impute")
-    p.add_argument("--chunk-mb", type=float, default=5.0, help="`impute --chunk-mb` (not tuned yet)")
+    p.add_argument(
+        "--chunk-mb", type=float, default=10.0, help="`impute --chunk-mb` (each chunk also reads 2 x --buffer-mb)"
+    )
     p.add_argument("--buffer-mb", type=float, default=None, help="`impute --buffer-mb` (default impute's)")
     p.add_argument("--precision", default=None, help="`impute --precision` (default impute's: auto)")
     p.add_argument("--java-mem", default="8g", help="Java heap for Beagle and the pre-phase")
