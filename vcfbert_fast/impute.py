@@ -247,7 +247,7 @@ def impute(
                 region=region,
                 chunk_mb=chunk_mb,
                 buffer_mb=buffer_mb,
-                precision="bf16" if amp_dtype is not None else "fp32",
+                precision=run.precision,
             )
             written, n_done, n_resumed = _run_chunks(
                 run, chunks, out_path, kind, output_options, resume, progress, ctx, manifest
@@ -268,7 +268,7 @@ def impute(
         "k": run.k,
         "device": str(dev),
         "threads": threads,
-        "precision": "bf16" if amp_dtype is not None else "fp32",
+        "precision": run.precision,
         "unphased_hets": int(tc.unphased.sum()),
         "prephased": prephased_path,
         "windows": run.windows,
@@ -303,29 +303,22 @@ def _read_and_phase(
 ):
     """``phase_target`` on rank 0; with several ranks the others wait, then read rank 0's phased file."""
     from .io import read_target
-    from .training.distributed import any_rank
+    from .training.distributed import barrier
 
     target = read_target(str(target_path), progress=progress and ctx.main)
     if not ctx.enabled or ctx.main:
         result = phase_target(
             target, ref_path, target_path, out_path, prephase, allow_unphased, java_mem, progress, threads, panel
         )
-        if ctx.enabled:
-            any_rank(False, ctx, _cpu())  # rank 0 is done: the phased file exists
+        barrier(ctx)  # rank 0 is done: the phased file exists
         return result
-    any_rank(False, ctx, _cpu())
+    barrier(ctx)
     unph = unphased_hets(target.alleles, target.phased)
     if unph.any() and prephase == "beagle":
         path = f"{out_path}.prephased.vcf.gz"
         target = read_target(path, progress=False)
         return target, unphased_hets(target.alleles, target.phased), path
     return target, unph, None
-
-
-def _cpu():
-    import torch
-
-    return torch.device("cpu")
 
 
 def _bar(chunks, progress: bool):
@@ -366,18 +359,21 @@ class _Run:
         return self.model is None
 
     @property
+    def precision(self) -> str:
+        return "fp32" if self.amp_dtype is None else "bf16"
+
+    @property
     def k(self) -> int:
         return 32 if self.vote else int((self.state.get("train_config") or {}).get("k", 0))
 
     def describe(self, threads: int, chunks, region) -> str:
         where = f"{len(chunks)} chunk(s)" + (f" in {region[0]}:{region[1]}-{region[2]}" if region else "")
-        prec = "bf16" if self.amp_dtype is not None else "fp32"
         if self.vote:
             return f"model: vote of K=32 PBWT donors per site (no checkpoint); {where}; {self.tc.n_samples} targets"
         mc, tc = self.state["model_config"], dict(self.state.get("train_config") or {})
         return (
             f"model: {self.model_path} ({mc['dims']} dims, {mc['n_layers']} layers, {tc.get('engine', 'hamming')} "
-            f"K={self.k}); {where}; {self.tc.n_samples} targets on {self.dev} ({threads} threads, {prec})"
+            f"K={self.k}); {where}; {self.tc.n_samples} targets on {self.dev} ({threads} threads, {self.precision})"
         )
 
     def chunk(self, chunk, path: str, bar, bp_range=None, **output_options) -> dict:
@@ -387,7 +383,7 @@ class _Run:
         t0 = time.perf_counter()
         lo, hi = chunk.span
         sub = slice_panel(self.panel, lo, hi)
-        tc = slice_calls(self.tc, lo, hi, self.alignment.panel_index)
+        tc = slice_calls(self.tc, lo, hi)
         if self.vote:
             tables = vote_tables(sub)
             hds = vote_dosages(sub, tables, tc, self.batch_size, False, bar=bar)
@@ -415,7 +411,7 @@ class _Run:
         c0, c1 = chunk.core
         if (c0, c1) != (lo, hi):  # write the core only: the buffers are the neighbours' cores
             sub, fc = slice_panel(self.panel, c0, c1), slice_final(fc, c0 - lo, c1 - lo)
-            tc = slice_calls(self.tc, c0, c1, self.alignment.panel_index)
+            tc = slice_calls(self.tc, c0, c1)
         written = write_output(
             path,
             sub,
@@ -448,10 +444,10 @@ def _manifest(ref, target, model, populations, **options) -> dict:
 def _run_chunks(run, chunks, out_path, kind, output_options, resume, progress, ctx, manifest):
     """This rank's chunks (every ``world``-th) into the hidden chunk directory; rank 0 joins them."""
     from .imputation.parts import ChunkParts
-    from .training.distributed import any_rank
+    from .training.distributed import barrier
 
     parts = ChunkParts(out_path, manifest, resume, main=ctx.main)
-    any_rank(False, ctx, _cpu())  # the directory is ready before any rank writes into it
+    barrier(ctx)  # the directory is ready before any rank writes into it
     mine = chunks[ctx.rank :: ctx.world]
     todo = [c for c in mine if not parts.done(c, output_options["sites_path"] is not None)]
     n_resumed = len(mine) - len(todo)
@@ -466,7 +462,7 @@ def _run_chunks(run, chunks, out_path, kind, output_options, resume, progress, c
             if isinstance(v, int) and not isinstance(v, bool):
                 totals[key] = totals.get(key, 0) + v
     bar.close()
-    any_rank(False, ctx, _cpu())  # every rank's chunks are written
+    barrier(ctx)  # every rank's chunks are written
     if ctx.main:
         totals.update(parts.join(chunks, kind, output_options["sites_path"]))
     totals["path"], totals["output_type"] = out_path, kind

@@ -16,7 +16,6 @@ class TargetCalls:
     ``typed`` bool ``[M]``: panel sites the target carries. ``phased_in`` bool ``[S, M]``: the input
     call was phased (True at untyped sites). ``unphased`` bool ``[S, M]``: an unphased het.
     ``model_calls``: ``calls`` with unphased hets set to -1 (unknown phase is missing for the model).
-    ``matched_target`` int64: target records that matched a panel site (for the passthrough).
     """
 
     calls: np.ndarray
@@ -24,7 +23,6 @@ class TargetCalls:
     phased_in: np.ndarray
     unphased: np.ndarray
     model_calls: np.ndarray
-    matched_target: np.ndarray
 
     @classmethod
     def from_alignment(cls, target, alignment, n_sites: int, unphased: np.ndarray) -> TargetCalls:
@@ -47,7 +45,7 @@ class TargetCalls:
         unph[:, matched_p] = unphased[:, matched_t]
         model_calls = calls.copy()
         model_calls[np.repeat(unph[:, None, :], 2, axis=1)] = -1
-        return cls(calls, typed, phased_in, unph, model_calls, matched_t)
+        return cls(calls, typed, phased_in, unph, model_calls)
 
     @property
     def n_samples(self) -> int:

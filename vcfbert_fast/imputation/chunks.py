@@ -133,18 +133,15 @@ def slice_panel(panel, lo: int, hi: int):
     )
 
 
-def slice_calls(tc: TargetCalls, lo: int, hi: int, panel_index: np.ndarray) -> TargetCalls:
-    """``tc`` restricted to panel sites ``[lo, hi)``; ``panel_index``: the alignment's target -> panel site."""
+def slice_calls(tc: TargetCalls, lo: int, hi: int) -> TargetCalls:
+    """``tc`` restricted to panel sites ``[lo, hi)`` (views, no copies)."""
     sl = slice(lo, hi)
-    j = tc.matched_target
-    keep = (panel_index[j] >= lo) & (panel_index[j] < hi)
     return TargetCalls(
         calls=tc.calls[:, :, sl],
         typed=tc.typed[sl],
         phased_in=tc.phased_in[:, sl],
         unphased=tc.unphased[:, sl],
         model_calls=tc.model_calls[:, :, sl],
-        matched_target=j[keep],
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistContext", "any_rank", "join_process_group", "leave_process_group", "sum_across_ranks"]
+__all__ = ["DistContext", "any_rank", "barrier", "join_process_group", "leave_process_group", "sum_across_ranks"]
 
 
 @dataclass
@@ -65,6 +65,12 @@ def leave_process_group(ctx: DistContext, synchronise: bool = True) -> None:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()
         ctx.owns_group = False
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait until every rank arrives (any backend: nccl or gloo); a no-op on one process."""
+    if ctx.enabled:
+        torch.distributed.barrier()
 
 
 def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
