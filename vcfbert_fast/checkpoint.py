@@ -144,6 +144,7 @@ MODEL_CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
     "n_af_freqs": (1, 1024),
     "max_len": (1, 1 << 20),
     "n_match_features": (1, 64),
+    "prior_hidden": (1, 1024),
 }
 MAX_MODEL_BYTES = 2 << 30  # parameters and buffers of the model a checkpoint describes
 

@@ -47,6 +47,10 @@ class ModelConfig:
     k_pool: str = "attention"  # how the K references are pooled: "attention", "mean" or "max"
     copy_head: bool = True  # mix the donors' alleles into the prediction (needs rag_allele_*)
     n_match_features: int = 6  # per-donor features in rag_feat_* (matching.MATCH_FEATURES)
+    prior_hidden: int = 16  # hidden width of the per-(donor, site) prior MLP on the match features
+    # one prior MLP scored once and used by both the donor attention and the copy head (the prior
+    # runs on every donor x site: sharing it halves the cost that dominates a small model's forward)
+    shared_prior: bool = False
 
     def __post_init__(self) -> None:
         if self.dims % self.attn_heads:
@@ -57,6 +61,8 @@ class ModelConfig:
             raise ValueError(f"k_pool must be 'attention', 'mean' or 'max', not {self.k_pool!r}")
         if self.n_match_features < 1:
             raise ValueError(f"n_match_features must be >= 1, not {self.n_match_features}")
+        if self.prior_hidden < 1:
+            raise ValueError(f"prior_hidden must be >= 1, not {self.prior_hidden}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 
@@ -181,13 +187,14 @@ class DonorAttention(nn.Module):
     not three projections of it. Returns ``(pooled [N, L, D], weights [N, K, L])``.
     """
 
-    def __init__(self, dims: int, n_features: int, values: bool = True):
+    def __init__(self, dims: int, n_features: int, values: bool = True, prior_hidden: int | None = 16):
         super().__init__()
         self.q = nn.Linear(dims, dims)
         self.v = nn.Linear(dims, dims) if values else None  # the copy head needs only the weights
         # runs on every (donor, site): keep it small. No output bias: a constant added to every
-        # donor's score cancels in the softmax over K, so it would never learn (its gradient is 0)
-        self.prior = _mlp(n_features, 16, 1, out_bias=False)
+        # donor's score cancels in the softmax over K, so it would never learn (its gradient is 0).
+        # None: no MLP of its own; the caller passes a shared one's scores (ModelConfig.shared_prior)
+        self.prior = None if prior_hidden is None else _mlp(n_features, prior_hidden, 1, out_bias=False)
         # A linear term on the features that starts as the donor vote: the last match feature is
         # (left + right - best) / 10, so weight 1 there gives softmax(0.1 * (left + right)), the
         # vote's weights (matching.VOTE_ALPHA). A Parameter, so the model's Linear init leaves it.
@@ -196,9 +203,14 @@ class DonorAttention(nn.Module):
         self.vote_weight = nn.Parameter(vote)
         self.scale = 1.0 / math.sqrt(dims)
 
-    def weights(self, x: torch.Tensor, refs, feats: torch.Tensor | None) -> torch.Tensor:
+    def prior_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """The prior MLP's score of each donor at each site, ``[N, K, L, F] -> [N, K, L]``."""
+        return self.prior(feats.to(self.prior[0].weight.dtype)).squeeze(-1)
+
+    def weights(self, x: torch.Tensor, refs, feats: torch.Tensor | None, prior: torch.Tensor | None = None):
         """``[N, K, L]`` softmax over donors. ``refs``: ``[N, K, L, D]``, or factored as
-        ``(table [L, V, D], tokens [N, K, L])`` (``refs = table[l, tokens]``, never materialised)."""
+        ``(table [L, V, D], tokens [N, K, L])`` (``refs = table[l, tokens]``, never materialised).
+        ``prior``: precomputed ``prior_scores(feats)`` (a shared prior's), else this module's own."""
         q = self.q(x)
         if isinstance(refs, tuple):  # score by token: O(N L V D) instead of O(N K L D)
             table, tok = refs
@@ -208,12 +220,13 @@ class DonorAttention(nn.Module):
             score = (refs * q.to(refs.dtype).unsqueeze(1)).sum(-1).float()
         score = score * self.scale
         if feats is not None:
-            f = feats.to(self.prior[0].weight.dtype)
-            score = score + (self.prior(f).squeeze(-1) + f @ self.vote_weight).float()
+            if prior is None:
+                prior = self.prior_scores(feats)
+            score = score + (prior + feats.to(prior.dtype) @ self.vote_weight.to(prior.dtype)).float()
         return torch.softmax(score, dim=1)
 
-    def forward(self, x, refs, feats=None) -> tuple[torch.Tensor, torch.Tensor]:
-        w = self.weights(x, refs, feats)
+    def forward(self, x, refs, feats=None, prior=None) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.weights(x, refs, feats, prior)
         if isinstance(refs, tuple):  # sum the weights per token, then one [L, V, D] product
             table, tok = refs
             n, _, length = tok.shape
@@ -252,19 +265,23 @@ class RAGFusion(nn.Module):
         super().__init__()
         d = config.dims
         self.k_pool = config.k_pool
-        self.attention = DonorAttention(d, config.n_match_features) if config.k_pool == "attention" else None
+        self.attention = (
+            DonorAttention(d, config.n_match_features, prior_hidden=config.prior_hidden)
+            if config.k_pool == "attention"
+            else None
+        )
         self.update = _mlp(2 * d, d, d)
         self.gate = _mlp(3, 32, 1)
         self.rare_boost = nn.Parameter(torch.ones(()))
         self.drop = nn.Dropout(config.dropout)
 
-    def pool(self, refs: torch.Tensor, dtype: torch.dtype, x=None, feats=None) -> torch.Tensor:
+    def pool(self, refs: torch.Tensor, dtype: torch.dtype, x=None, feats=None, prior=None) -> torch.Tensor:
         """``[N, K, L, D] -> [N, L, D]`` in ``dtype`` (a bf16 store is read as is, reduced in fp32).
 
         ``attention`` needs the queries' embeddings ``x [N, L, D]`` (and takes the optional match
-        features ``feats [N, K, L, F]``)."""
+        features ``feats [N, K, L, F]`` and their precomputed prior scores ``prior [N, K, L]``)."""
         if self.attention is not None:
-            return self.attention(x, refs, feats)[0].to(dtype)
+            return self.attention(x, refs, feats, prior)[0].to(dtype)
         refs = lookup_references(refs)
         if self.k_pool == "max":
             return refs.amax(dim=1).to(dtype)
@@ -401,11 +418,14 @@ class _HaplotypeBERT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embedding.token.weight.dtype
 
-    def _pooled_references(self, x: dict, pos, af, mask, emb: torch.Tensor) -> torch.Tensor | None:
+    def _pooled_references(self, x: dict, pos, af, mask, emb: torch.Tensor, scratch: dict) -> torch.Tensor | None:
         raise NotImplementedError
 
-    def forward_cat(self, x: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(h [2B, L, D], emb [2B, L, D])``: rows ``:B`` are hap_1, ``B:`` hap_2 (no split copies)."""
+    def forward_cat(self, x: dict, scratch: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h [2B, L, D], emb [2B, L, D])``: rows ``:B`` are hap_1, ``B:`` hap_2 (no split copies).
+
+        ``scratch``: a dict that receives what the heads may reuse (``"prior"``: the shared prior
+        scores ``[2B, K, L]`` when ``config.shared_prior``)."""
         tokens = torch.cat([x["hap_1"], x["hap_2"]], dim=0)
         pos = torch.cat([x["pos"], x["pos"]], dim=0)
         af = torch.cat([x["af"], x["af"]], dim=0)
@@ -413,7 +433,7 @@ class _HaplotypeBERT(nn.Module):
         if mask is not None:
             mask = torch.cat([mask, mask], dim=0).bool()
         emb = self.embedding(tokens, pos, af)
-        pooled = self._pooled_references(x, pos, af, mask, emb)
+        pooled = self._pooled_references(x, pos, af, mask, emb, {} if scratch is None else scratch)
         h = emb if pooled is None else self.fusion(emb, pooled, af)
         return self.encoder(h, mask), emb
 
@@ -455,14 +475,21 @@ class BERTWithEmbeddingRAG(_HaplotypeBERT):
     pass. No ``rag_emb_*`` keys -> plain BERT (fusion skipped).
     """
 
-    def _pooled_references(self, x, pos, af, mask, emb):
+    def _pooled_references(self, x, pos, af, mask, emb, scratch):
         pair = _donor_refs(x)
         if pair is None:
             return None
         feats = _rag_pair(x, "rag_feat_h1", "rag_feat_h2") or (None, None)
+        priors = (None, None)
+        attention = self.fusion.attention
+        if self.config.shared_prior and attention is not None and feats[0] is not None:
+            priors = tuple(attention.prior_scores(f) for f in feats)
+            scratch["prior"] = torch.cat(priors, dim=0)
         e = emb.chunk(2, dim=0)
         # pool each haplotype's refs separately, then concat: avoids copying the [2B, K, L, D] tensor
-        return torch.cat([self.fusion.pool(r, self.dtype, e[i], feats[i]) for i, r in enumerate(pair)], dim=0)
+        return torch.cat(
+            [self.fusion.pool(r, self.dtype, e[i], feats[i], priors[i]) for i, r in enumerate(pair)], dim=0
+        )
 
 
 class BERTWithRAG(_HaplotypeBERT):
@@ -471,7 +498,7 @@ class BERTWithRAG(_HaplotypeBERT):
     pooled over K, fused into the query embedding by the same gated MLP, then the query is encoded.
     """
 
-    def _pooled_references(self, x, pos, af, mask, emb):
+    def _pooled_references(self, x, pos, af, mask, emb, scratch):
         pair = _rag_pair(x, "rag_seg_h1", "rag_seg_h2")
         if pair is None:
             return None
@@ -503,7 +530,9 @@ class CopyHead(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         d = config.dims
-        self.attention = DonorAttention(d, config.n_match_features, values=False)
+        # with a shared prior the copy head scores donors with the fusion's prior MLP (forward's ``prior``)
+        hidden = None if config.shared_prior and config.k_pool == "attention" else config.prior_hidden
+        self.attention = DonorAttention(d, config.n_match_features, values=False, prior_hidden=hidden)
         self.gate = _mlp(d + 2, 32, 1)
         # Start as the donor vote: no content score, the vote's weights, and a gate near 1 (0.88),
         # so training refines the vote instead of first having to find it.
@@ -512,13 +541,17 @@ class CopyHead(nn.Module):
         nn.init.constant_(self.gate[2].bias, 2.0)
         self.eps = 1e-5
 
-    def forward(self, x: dict, h: torch.Tensor, feat: torch.Tensor, hap_logits: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: dict, h: torch.Tensor, feat: torch.Tensor, hap_logits: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
         r1, r2 = _donor_refs(x)
         refs = (r1[0], torch.cat([r1[1], r2[1]], dim=0)) if isinstance(r1, tuple) else torch.cat([r1, r2], dim=0)
         alleles = torch.cat([x["rag_allele_h1"], x["rag_allele_h2"]], dim=0).float()
         f = _rag_pair(x, "rag_feat_h1", "rag_feat_h2")
         feats = None if f is None else torch.cat(f, dim=0)
-        w = self.attention.weights(h, refs, feats)  # [2B, K, L]
+        if feats is not None and prior is None and self.attention.prior is None:
+            raise ValueError("this copy head shares the fusion's prior: pass forward(..., prior=scores)")
+        w = self.attention.weights(h, refs, feats, prior)  # [2B, K, L]
         p_copy = (w * alleles).sum(1)
         g = torch.sigmoid(self.gate(feat).float().squeeze(-1))
         p_model = torch.softmax(hap_logits.float(), dim=-1)[..., 1]
@@ -550,13 +583,14 @@ class BERTFoundationModel(nn.Module):
         return self.bert.config
 
     def forward_logits(self, x: dict) -> dict[str, torch.Tensor]:
-        h, emb = self.bert.forward_cat(x)
+        scratch: dict = {}
+        h, emb = self.bert.forward_cat(x, scratch)
         af = torch.cat([x["af"], x["af"]], dim=0)
         af_p = torch.cat([x["af_p"], x["af_p"]], dim=0)
         feat = torch.cat([h, torch.stack([af, af_p], dim=-1).to(h.dtype)], dim=-1)
         hap_logits = self.hap_head(feat)  # [2B, L, 2]
         if self.copy is not None and x.get("rag_allele_h1") is not None:
-            hap_logits = self.copy(x, h, feat, hap_logits)
+            hap_logits = self.copy(x, h, feat, hap_logits, scratch.get("prior"))
         logp = torch.log_softmax(hap_logits.float(), dim=-1)
         lp1, lp2 = logp.chunk(2, dim=0)
         base = (lp1[..., :, None] + lp2[..., None, :]).flatten(-2)  # [B, L, 4], class 2a + b

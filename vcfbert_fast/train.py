@@ -47,6 +47,8 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--layers", "layers", int, "transformer layers"),
     ("--heads", "heads", int, "attention heads"),
     ("--dropout", "dropout", float, "dropout"),
+    ("--prior-hidden", "prior_hidden", int, "hidden width of the donor prior MLP (scores every donor x site)"),
+    ("--prior", "prior", str, "shared (one donor prior MLP for donor attention and the copy head) or separate"),
     ("--k", "k", int, "references (donors) per haplotype; 0: no retrieval (unset: 32 for pbwt, 4 otherwise)"),
     (
         "--engine",

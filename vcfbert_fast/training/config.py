@@ -25,6 +25,8 @@ class TrainConfig:
     layers: int = 4
     heads: int = 4
     dropout: float = 0.0  # >0 sends CPU attention to the slow math SDPA kernel (3.5x per step)
+    prior_hidden: int = 16  # width of the donor prior MLP (runs on every donor x site)
+    prior: str = "separate"  # "shared": one prior MLP for donor attention and copy head; "separate"
     # data
     max_sites: int = 256  # sites per window (DESIGN's 1028 is the GPU setting)
     overlap: int = 0
@@ -100,6 +102,10 @@ class TrainConfig:
                 f"mask_mode={self.mask_mode!r} with engine pbwt (pbwt matches over chromosome-wide typed"
                 " markers: use --mask-mode chromosome)"
             )
+        if self.prior not in ("shared", "separate"):
+            bad.append(f"prior={self.prior!r} (use shared or separate)")
+        if not 1 <= self.prior_hidden <= 1024:
+            bad.append(f"prior_hidden={self.prior_hidden} (must be in [1, 1024])")
         if self.pbwt_group < 1:
             bad.append(f"pbwt_group={self.pbwt_group} (must be >= 1)")
         if self.reference not in ("live", "store"):
@@ -175,7 +181,9 @@ def _model_shape_problems(dims: int, layers: int, heads: int, max_sites: int) ->
 
 
 # Options that shape the model, the data split or the windows: a resumed run must keep them.
-FROZEN_ON_RESUME = ("dims", "layers", "heads", "max_sites", "overlap", "val_fraction", "seed", "k", "engine")
+FROZEN_ON_RESUME = (
+    "dims", "layers", "heads", "prior_hidden", "prior", "max_sites", "overlap", "val_fraction", "seed", "k", "engine"
+)
 
 
 def mask_schedules(cfg: TrainConfig) -> tuple[MaskSchedule, MaskSchedule]:

@@ -198,6 +198,8 @@ class Trainer:
             # donor attention and the copy head read the pbwt engine's match lengths and alleles
             k_pool="attention" if cfg.engine == "pbwt" else "mean",
             copy_head=cfg.engine == "pbwt" and cfg.k > 0,
+            prior_hidden=cfg.prior_hidden,
+            shared_prior=cfg.prior == "shared",
         )
         self.model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(self.model_config)).to(self.device)
         self.optimizer = self._make_optimizer()
