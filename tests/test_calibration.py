@@ -129,6 +129,10 @@ def test_calibrate_applies_each_class_and_identity_is_untouched(rng):
     assert calibrate(hds, af, identity) is hds and calibrate(hds, af, None) is hds
     # chunking does not change the result
     np.testing.assert_array_equal(calibrate(hds, af, calib, chunk=3), out)
+    # in place (impute's way: no second [M, S, 2] array)
+    inplace = hds.copy()
+    assert calibrate(inplace, af, calib, chunk=3, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, out)
 
 
 def _plain_state(**extra) -> dict:

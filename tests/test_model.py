@@ -624,3 +624,37 @@ def test_copy_head_starts_as_the_donor_vote():
         h = model.forward_logits(x)["h1"]
         w = model.copy.attention.weights(h, x["rag_emb_h1"], x["rag_feat_h1"])
     torch.testing.assert_close(w, torch.softmax(0.1 * tot, dim=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rag", ["emb", "factored"])
+def test_shared_prior_equals_separate_priors_with_the_same_weights(rag):
+    """``shared_prior``: one prior MLP scores the donors once for the fusion and the copy head; that
+    must equal two separate priors holding the same weights (and no copy-head prior is left to train)."""
+    b, k, length = 3, 5, 9
+    sep = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config(prior_hidden=6))).eval()
+    shared = BERTFoundationModel(
+        BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config(prior_hidden=6, shared_prior=True))
+    ).eval()
+    assert shared.copy.attention.prior is None
+    with torch.no_grad():
+        for p in sep.parameters():
+            p.normal_(0.0, 0.3)  # at init the prior's output layer is ~0: give every weight a say
+        sep.copy.attention.prior.load_state_dict(sep.bert.fusion.attention.prior.state_dict())
+    missing, unexpected = shared.load_state_dict(sep.state_dict(), strict=False)
+    assert missing == [] and all(key.startswith("copy.attention.prior.") for key in unexpected) and unexpected
+    x = {**make_batch(b, length, k, "emb"), **donor_inputs(b, k, length)}
+    if rag == "factored":  # the CPU path: per-site table + donor tokens instead of rag_emb
+        table = torch.randn(length, VOCAB_SIZE, D)
+        x.pop("rag_emb_h1"), x.pop("rag_emb_h2")
+        x["rag_table"] = table
+        for h in ("h1", "h2"):
+            x[f"rag_tok_{h}"] = torch.randint(0, VOCAB_SIZE, (b, k, length))
+    with torch.no_grad():
+        a, c = sep.forward_logits(x), shared.forward_logits(x)
+    for key in ("hap1_logits", "hap2_logits", "gt_logits"):
+        torch.testing.assert_close(c[key], a[key], rtol=1e-5, atol=1e-5)
+    # and the shared prior matters to the copy head: other weights there, other output
+    with torch.no_grad():
+        shared.bert.fusion.attention.prior[2].weight.mul_(-3.0)
+        moved = shared.forward_logits(x)["hap1_logits"]
+    assert (moved - c["hap1_logits"]).abs().max() > 1e-3

@@ -201,18 +201,21 @@ def is_identity(calib: dict | None) -> bool:
     return calib is None or all(c["temperature"] == 1.0 and c["bias"] == 0.0 for c in calib["classes"])
 
 
-def calibrate(hds: np.ndarray, af: np.ndarray, calib: dict | None, chunk: int = 1 << 20) -> np.ndarray:
-    """Haplotype ALT probabilities ``hds [M, S, 2]`` float32 -> calibrated ones (a new array), each
-    site by the class of its ALT frequency ``af [M]`` (the model's: training samples). ``calib``
-    None or the identity: ``hds`` itself, unchanged. Works through ``chunk`` values at a time in
-    float64, so the extra memory is the output."""
+def calibrate(
+    hds: np.ndarray, af: np.ndarray, calib: dict | None, chunk: int = 1 << 20, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Haplotype ALT probabilities ``hds [M, S, 2]`` float32 -> calibrated ones, each site by the
+    class of its ALT frequency ``af [M]`` (the model's: training samples). ``calib`` None or the
+    identity: ``hds`` itself, unchanged. Works through ``chunk`` values at a time in float64;
+    ``out``: where to write (``out=hds`` calibrates in place, no second array), else a new array."""
     if is_identity(calib):
         return hds
     edges = calib["maf_edges"]
     inv_t = np.array([1.0 / c["temperature"] for c in calib["classes"]])
     bias = np.array([c["bias"] for c in calib["classes"]])
     cls = maf_class(np.asarray(af, dtype=np.float64), edges)
-    out = np.empty_like(hds, dtype=np.float32)
+    if out is None:
+        out = np.empty_like(hds, dtype=np.float32)
     eps = 1.0 / (1.0 + math.exp(LOGIT_MAX))
     rows = max(1, chunk // max(1, hds[0].size))
     for m0 in range(0, hds.shape[0], rows):

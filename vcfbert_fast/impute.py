@@ -401,7 +401,7 @@ class _Run:
                 bar=bar,
             )
             # the checkpoint's calibration (calibration.py; none in older checkpoints: unchanged)
-            hds = calibrate(hds, tables.freqs.af, self.state.get("calibration"))
+            hds = calibrate(hds, tables.freqs.af, self.state.get("calibration"), out=hds)
         fc = final_calls(hds, tc)
         self.windows += len(tables.layout)
         self.sites += chunk.core[1] - chunk.core[0]

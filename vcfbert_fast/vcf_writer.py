@@ -68,7 +68,9 @@ class ImputedSites:
     ``gt`` [M, S, 2] int8 (optional): the alleles to write; default ``hds > 0.5``.
     ``phased`` [M, S] bool (optional): separator ``|`` or ``/``; default all phased.
     ``gp`` [M, S, 3] (optional): genotype probabilities; default from ``hds`` as
-    ``P(0)=(1-p1)(1-p2), P(1)=p1(1-p2)+p2(1-p1), P(2)=p1 p2``.
+    ``P(0)=(1-p1)(1-p2), P(1)=p1(1-p2)+p2(1-p1), P(2)=p1 p2``, computed per block of records.
+    ``gp_het`` [M, S] bool (optional): genotypes whose GP is ``0,1,0`` whatever ``hds`` says (an
+    unphased input het, HDS 0.5 each).
     ``imputed`` [M] bool: True for sites the model filled in (INFO IMP), False for typed ones.
     ``filled`` [M] int (optional): at a typed site, the samples whose input call was (partly)
     missing and is the model's (INFO ``IMPFILL``, declared only when a site has one).
@@ -84,6 +86,7 @@ class ImputedSites:
     gt: np.ndarray | None = None
     phased: np.ndarray | None = None
     gp: np.ndarray | None = None
+    gp_het: np.ndarray | None = None
     af: np.ndarray | None = None
     dr2: np.ndarray | None = None
     filled: np.ndarray | None = None
@@ -97,11 +100,17 @@ def gp_from_hds(hds: np.ndarray) -> np.ndarray:
     return np.stack([(1 - p1) * (1 - p2), p1 * (1 - p2) + p2 * (1 - p1), p1 * p2], axis=-1)
 
 
-def estimated_r2(hds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(AF, DR2) per site from haplotype dosages [M, S, 2]: minimac Rsq = var(HDS) / (p(1-p))."""
-    h = hds.reshape(hds.shape[0], -1).astype(np.float64)
-    p = h.mean(axis=1)
-    var = h.var(axis=1)
+def estimated_r2(hds: np.ndarray, block: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """(AF, DR2) per site from haplotype dosages [M, S, 2]: minimac Rsq = var(HDS) / (p(1-p)).
+
+    Float64 over ``block`` values at a time: a whole chunk in float64 would be 16 bytes per genotype."""
+    m = hds.shape[0]
+    p, var = np.empty(m), np.empty(m)
+    rows = max(1, block // max(1, hds[0].size))
+    for a in range(0, m, rows):
+        h = hds[a : a + rows].reshape(min(rows, m - a), -1).astype(np.float64)
+        p[a : a + rows] = h.mean(axis=1)
+        var[a : a + rows] = h.var(axis=1)
     denom = p * (1 - p)
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = np.where(denom > 1e-12, var / denom, 0.0)
@@ -318,6 +327,8 @@ def write_imputed_vcf(
                 gt = (h > 0.5).astype(np.int8) if sites.gt is None else sites.gt[rows].astype(np.int8)
                 phased = np.ones(gt.shape[:2], dtype=bool) if sites.phased is None else sites.phased[rows]
                 gp = gp_from_hds(h) if sites.gp is None else sites.gp[rows]
+                if sites.gp_het is not None:
+                    gp[sites.gp_het[rows]] = (0.0, 1.0, 0.0)
                 body, _ = format_genotypes(gt, phased, h, gp, fields)
             lines = []
             for r, i in enumerate(rows):

@@ -55,13 +55,16 @@ class TargetCalls:
 @dataclass
 class FinalCalls:
     """What is written per panel site and sample: ``gt`` int8 / ``hds`` float32 ``[M, S, 2]``,
-    ``phased`` bool ``[M, S]``, ``gp`` float ``[M, S, 3]``; ``filled`` int64 ``[M]``: at typed sites,
-    the samples whose input call had a missing allele the model filled (0 at imputed sites)."""
+    ``phased`` bool ``[M, S]``; ``unphased_het`` bool ``[M, S]``: an unphased input het, whose GP is
+    ``0,1,0`` (every other GP follows from ``hds``, so the writer computes it per block: a float64
+    ``[M, S, 3]`` array would be 24 bytes per genotype, the largest thing a chunk holds);
+    ``filled`` int64 ``[M]``: at typed sites, the samples whose input call had a missing allele the
+    model filled (0 at imputed sites)."""
 
     gt: np.ndarray
     hds: np.ndarray
     phased: np.ndarray
-    gp: np.ndarray
+    unphased_het: np.ndarray
     filled: np.ndarray
 
 
@@ -72,8 +75,6 @@ def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
     ``filled`` (INFO ``IMPFILL``: such a genotype is not an input call); an unphased het keeps
     ``0/1`` with HDS 0.5 each and GP ``0,1,0``.
     """
-    from ..vcf_writer import gp_from_hds
-
     typed = tc.typed
     gt = (hds > 0.5).astype(np.int8)
     phased = np.ones(hds.shape[:2], dtype=bool)
@@ -87,10 +88,8 @@ def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
     t_ph = tc.phased_in[:, typed].T.copy()
     t_ph[~called.all(-1)] = True
     gt[typed], hds[typed], phased[typed] = t_gt, t_hds, t_ph
-    gp = gp_from_hds(hds)
-    gp_t = gp[typed]
-    gp_t[t_unph] = [0.0, 1.0, 0.0]
-    gp[typed] = gp_t
+    unphased_het = np.zeros(hds.shape[:2], dtype=bool)
+    unphased_het[typed] = t_unph
     filled = np.zeros(hds.shape[0], dtype=np.int64)
     filled[typed] = (~called.all(-1)).sum(axis=1)
-    return FinalCalls(gt, hds, phased, gp, filled)
+    return FinalCalls(gt, hds, phased, unphased_het, filled)

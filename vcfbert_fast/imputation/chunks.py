@@ -148,4 +148,4 @@ def slice_calls(tc: TargetCalls, lo: int, hi: int) -> TargetCalls:
 def slice_final(fc: FinalCalls, a: int, b: int) -> FinalCalls:
     """Final calls of sites ``[a, b)`` (of the sites ``fc`` holds)."""
     sl = slice(a, b)
-    return FinalCalls(fc.gt[sl], fc.hds[sl], fc.phased[sl], fc.gp[sl], fc.filled[sl])
+    return FinalCalls(fc.gt[sl], fc.hds[sl], fc.phased[sl], fc.unphased_het[sl], fc.filled[sl])

@@ -92,7 +92,7 @@ def write_output(
         imputed=~tc.typed,
         gt=fc.gt,
         phased=fc.phased,
-        gp=fc.gp,
+        gp_het=fc.unphased_het,
         filled=fc.filled,
     )
     written = write_imputed_vcf(
