@@ -18,8 +18,9 @@ Training is matched to what imputation faces: the simulated array types 1 in 15 
 model trains (and validates) with a fixed mask of ``1 - density`` (~0.93) of the sites, drawn
 array-like over the whole chromosome each epoch (kept sites favour common variants;
 ``masking.MaskSchedule.chromosome_mask``), not DESIGN's 30%-80% curriculum, which a few CPU
-minutes would spend entirely at 30%. The model is ``train``'s CPU default (dims 64, 4 layers,
-256-site windows, PBWT donors K 32, donor attention and copy head).
+minutes would spend entirely at 30%. The model is ``train``'s CPU default (256-site windows,
+PBWT donors K 32, donor attention and copy head; dims 32 / 2 layers since the scale issue, dims
+64 / 4 layers in the table below, which was measured before it).
 
 Measured on the shared 2-core box (load average ~3, `--threads 1`, 2026-11-27), default sizes,
 3 minutes, with the target given phased (true phase: the demo before it pre-phased an unphased
