@@ -202,3 +202,28 @@ def test_bf16_inference_stays_close_to_fp32(small_sim, tmp_path):
         ds[prec] = np.array([r.format("DS")[:, 0] for r in cyvcf2.VCF(out)])
     diff = np.abs(ds["fp32"] - ds["bf16"])
     assert diff.mean() < 0.02 and np.mean(np.round(ds["fp32"]) != np.round(ds["bf16"])) < 0.01
+
+
+def test_target_calls_of_a_span_equal_the_slice_of_the_whole(rng):
+    """impute builds TargetCalls per chunk (memory by the chunk); they must equal the whole
+    chromosome's calls sliced to the span, swapped alleles and unphased hets included."""
+    from types import SimpleNamespace
+
+    from vcfbert_fast.imputation.calls import TargetCalls
+    from vcfbert_fast.imputation.chunks import slice_calls
+
+    n_sites, n_rec, n_samp = 60, 25, 4
+    panel_index = np.full(n_rec, -1, dtype=np.int64)
+    hit = rng.random(n_rec) < 0.8
+    panel_index[hit] = np.sort(rng.choice(n_sites, size=int(hit.sum()), replace=False))
+    alleles = rng.integers(-1, 2, size=(n_samp, 2, n_rec)).astype(np.int8)
+    target = SimpleNamespace(samples=[f"s{i}" for i in range(n_samp)], alleles=alleles,
+                             phased=rng.random((n_samp, n_rec)) < 0.7)
+    alignment = SimpleNamespace(panel_index=panel_index, swap=rng.random(n_rec) < 0.3)
+    unph = (~target.phased) & (alleles[:, 0] != alleles[:, 1]) & (alleles.min(1) >= 0)
+    whole = TargetCalls.from_alignment(target, alignment, n_sites, unph)
+    for lo, hi in [(0, n_sites), (0, 1), (7, 31), (int(rng.integers(0, 59)), 60), (20, 20)]:
+        part = TargetCalls.from_alignment(target, alignment, n_sites, unph, span=(lo, hi))
+        want = slice_calls(whole, lo, hi)
+        for name in ("calls", "typed", "phased_in", "unphased", "model_calls"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(want, name), err_msg=f"{name} [{lo}, {hi})")

@@ -203,10 +203,9 @@ def impute(
         # 3. align
         alignment = align_target(target, panel)
         say(ctx, f"alignment: {alignment.summary()}")
-        tc = TargetCalls.from_alignment(target, alignment, panel.n_sites, unph)
         train_cfg = {} if vote else dict(state.get("train_config") or {})
         needs_typed = vote or (train_cfg.get("engine") == "pbwt" and int(train_cfg.get("k", 0)) > 0)
-        if needs_typed and not tc.typed.any():
+        if needs_typed and not (alignment.panel_index >= 0).any():
             raise InputError(
                 str(target_path),
                 "no target site matches a panel site",
@@ -216,7 +215,7 @@ def impute(
             args = (("ref", ref_path), ("target", target_path), ("model", model_path))
             command = "vcfbert_fast.impute.impute(" + ", ".join(f"{a}={v!r}" for a, v in args) + ")"
         run = _Run(
-            panel, target, str(target_path), alignment, tc, model, state, model_path, panel_file, overlap,
+            panel, target, str(target_path), alignment, unph, model, state, model_path, panel_file, overlap,
             dev, batch_size, amp_dtype, command,
         )  # fmt: skip
         say(ctx, run.describe(threads, chunks, region_t))
@@ -269,7 +268,7 @@ def impute(
         "device": str(dev),
         "threads": threads,
         "precision": run.precision,
-        "unphased_hets": int(tc.unphased.sum()),
+        "unphased_hets": int(unph[:, alignment.panel_index >= 0].sum()),  # at the sites imputation uses
         "prephased": prephased_path,
         "windows": run.windows,
         "overlap": run.window_overlap,
@@ -284,7 +283,7 @@ def impute(
         low = f" ({written['below_min_r2']} imputed with DR2 < {min_r2} left out)" if min_r2 else ""
         print(
             f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
-            f"sites{low}, {written['passthrough_records']} target records passed through, {tc.n_samples} samples, "
+            f"sites{low}, {written['passthrough_records']} target records passed through, {len(target.samples)} samples, "
             f"{len(chunks)} chunk(s) ({n_resumed} resumed); inference {run.infer_s:.1f} s "
             f"({summary['sites_per_s']} sites/s), total {total:.1f} s",
             file=sys.stderr,
@@ -337,7 +336,7 @@ class _Run:
     target: Any
     target_path: str
     alignment: Any
-    tc: TargetCalls
+    unphased: Any  # [S, T] bool: the target's unphased hets (TargetCalls are built per chunk from these)
     model: Any  # None: --model vote
     state: dict | None
     model_path: str
@@ -369,11 +368,11 @@ class _Run:
     def describe(self, threads: int, chunks, region) -> str:
         where = f"{len(chunks)} chunk(s)" + (f" in {region[0]}:{region[1]}-{region[2]}" if region else "")
         if self.vote:
-            return f"model: vote of K=32 PBWT donors per site (no checkpoint); {where}; {self.tc.n_samples} targets"
+            return f"model: vote of K=32 PBWT donors per site (no checkpoint); {where}; {len(self.target.samples)} targets"
         mc, tc = self.state["model_config"], dict(self.state.get("train_config") or {})
         return (
             f"model: {self.model_path} ({mc['dims']} dims, {mc['n_layers']} layers, {tc.get('engine', 'hamming')} "
-            f"K={self.k}); {where}; {self.tc.n_samples} targets on {self.dev} ({threads} threads, {self.precision})"
+            f"K={self.k}); {where}; {len(self.target.samples)} targets on {self.dev} ({threads} threads, {self.precision})"
         )
 
     def chunk(self, chunk, path: str, bar, bp_range=None, **output_options) -> dict:
@@ -383,7 +382,7 @@ class _Run:
         t0 = time.perf_counter()
         lo, hi = chunk.span
         sub = slice_panel(self.panel, lo, hi)
-        tc = slice_calls(self.tc, lo, hi)
+        tc = TargetCalls.from_alignment(self.target, self.alignment, self.panel.n_sites, self.unphased, (lo, hi))
         if self.vote:
             tables = vote_tables(sub)
             hds = vote_dosages(sub, tables, tc, self.batch_size, False, bar=bar)
@@ -411,7 +410,7 @@ class _Run:
         c0, c1 = chunk.core
         if (c0, c1) != (lo, hi):  # write the core only: the buffers are the neighbours' cores
             sub, fc = slice_panel(self.panel, c0, c1), slice_final(fc, c0 - lo, c1 - lo)
-            tc = slice_calls(self.tc, c0, c1)
+            tc = slice_calls(tc, c0 - lo, c1 - lo)
         written = write_output(
             path,
             sub,

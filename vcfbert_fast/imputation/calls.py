@@ -25,10 +25,17 @@ class TargetCalls:
     model_calls: np.ndarray
 
     @classmethod
-    def from_alignment(cls, target, alignment, n_sites: int, unphased: np.ndarray) -> TargetCalls:
+    def from_alignment(
+        cls, target, alignment, n_sites: int, unphased: np.ndarray, span: tuple[int, int] | None = None
+    ) -> TargetCalls:
+        """The calls over panel sites ``[lo, hi)`` of ``span`` (default: all ``n_sites``). A chunked
+        ``impute`` builds them per chunk: over the whole chromosome they take 6 bytes per panel
+        site and target, though the target carries only its typed sites (``target`` is compact)."""
         n_samp = len(target.samples)
-        matched_t = np.flatnonzero(alignment.panel_index >= 0)
-        matched_p = alignment.panel_index[matched_t]
+        lo, hi = (0, n_sites) if span is None else span
+        n_sites = hi - lo
+        matched_t = np.flatnonzero((alignment.panel_index >= lo) & (alignment.panel_index < hi))
+        matched_p = alignment.panel_index[matched_t] - lo
         typed = np.zeros(n_sites, dtype=bool)
         typed[matched_p] = True
         calls = np.full((n_samp, 2, n_sites), -1, dtype=np.int8)
