@@ -28,7 +28,7 @@ target; not yet remeasured with Beagle's phasing): ~3.5 min end to end (default 
 
 | model | steps | 0.1-0.5% | 0.5-1% | 1-5% | 5-20% | 20-50% | concordance |
 |---|---|---|---|---|---|---|---|
-| dims 64, 4 layers, 256 sites (default) | 157 | 0.013 | 0.099 | 0.355 | 0.784 (0.028) | 0.850 (0.061) | 0.9817 |
+| dims 64, 4 layers, 256 sites (then the default) | 157 | 0.013 | 0.099 | 0.355 | 0.784 (0.028) | 0.850 (0.061) | 0.9817 |
 | dims 64, 2 layers, 128 sites | 354 | 0.004 | 0.025 | 0.168 | 0.527 (0.028) | 0.718 (0.061) | 0.9702 |
 
 Longer windows hold more typed markers (1 in 15 sites), which matters more than extra steps.
