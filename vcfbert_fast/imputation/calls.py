@@ -95,8 +95,6 @@ def final_calls(hds: np.ndarray, tc: TargetCalls) -> FinalCalls:
     t_ph = tc.phased_in[:, typed].T.copy()
     t_ph[~called.all(-1)] = True
     gt[typed], hds[typed], phased[typed] = t_gt, t_hds, t_ph
-    unphased_het = np.zeros(hds.shape[:2], dtype=bool)
-    unphased_het[typed] = t_unph
     filled = np.zeros(hds.shape[0], dtype=np.int64)
     filled[typed] = (~called.all(-1)).sum(axis=1)
-    return FinalCalls(gt, hds, phased, unphased_het, filled)
+    return FinalCalls(gt, hds, phased, tc.unphased.T, filled)  # False off the typed sites already
