@@ -2,13 +2,15 @@
 
     python benchmarks/profile_impute.py --ref REF --target PHASED_TARGET --model best.pt
         [--populations panel.txt] [--windows 12] [--batch-size 32] [--precision fp32|bf16]
-        [--threads 1] [--torch-profile]
+        [--threads 1] [--torch-profile] [--settle C]
 
 Stages, timed around the calls `imputation.infer_dosages` makes: the query tokens of a window x
 batch (`_window_batch`), the donors (`site_donors` + `donor_inputs`), the forward, and softmax +
 copy into the dosage array; the PBWT index and donor search are timed once. The whole chromosome
 is extrapolated from the windows run. `--torch-profile` adds the torch profiler's op table of
-one forward. Not a test: a measurement (BENCHMARKS.md "Imputation speed (CPU)").
+one forward. ``--settle C`` times whole windows of ``impute --settle-by-vote C`` instead (the
+vote's shortcut mixes the stages: donors of every haplotype, the forward of the unsettled ones).
+Not a test: a measurement (BENCHMARKS.md "Imputation speed (CPU)").
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--torch-profile", action="store_true")
+    p.add_argument("--settle", type=float, default=None, help="time impute --settle-by-vote C's windows")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -59,6 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     stages = dict.fromkeys(("query tokens", "donors", "forward", "softmax + copy"), 0.0)
     hds = np.zeros((panel.n_sites, tc.n_samples, 2), np.float32)
     sites = 0
+    if args.settle is not None:
+        t, n_model = time.perf_counter(), 0
+        with torch.no_grad(), amp:
+            for w in range(n_win):
+                sl = tables.layout.sites(w)
+                keep = np.flatnonzero(tables.central[sl] == w)
+                sites += keep.size
+                n_model += inf._settled_window(
+                    model, panel, tables, tc, donors, w, keep, hds, cpu, args.batch_size, None, args.settle
+                )
+        total = time.perf_counter() - t
+        print(
+            f"{args.precision}, batch {args.batch_size}, {args.threads} thread(s), settle {args.settle:g}, {n_win} of "
+            f"{len(tables.layout)} windows ({sites} sites): {total:.2f} s, the model on {n_model} of "
+            f"{2 * tc.n_samples * n_win} haplotype-windows; PBWT (once) {pbwt_s:.2f} s; {sites / total:.0f} sites/s; "
+            f"whole chromosome ~{total * len(tables.layout) / n_win:.0f} s"
+        )
+        return 0
     with torch.no_grad():
         for w in range(n_win):
             sl = tables.layout.sites(w)

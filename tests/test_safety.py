@@ -150,6 +150,8 @@ def test_out_index_beside_an_input_is_refused(inputs):
         (["-f", "DS,DS"], ["-f/--format-fields DS,DS", "twice"]),
         (["--min-r2", "1.5"], ["--min-r2 1.5", "from 0 to 1"]),
         (["--min-r2", "nan"], ["--min-r2 nan", "from 0 to 1"]),
+        (["--settle-by-vote", "0.3"], ["--settle-by-vote 0.3", "from 0.5 to 1", "or off"]),
+        (["--settle-by-vote", "nan"], ["--settle-by-vote nan", "from 0.5 to 1"]),
         (["--sites", "{d}/ref.vcf.gz"], ["--sites is the --ref file", "never replaces an input"]),
         (["--sites", "{d}/o.vcf.gz"], ["--sites is the --out file"]),
     ],

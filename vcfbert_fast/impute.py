@@ -26,7 +26,7 @@ import numbers
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .calibration import calibrate
@@ -51,6 +51,9 @@ from .imputation import (
 
 VOTE = "vote"  # --model vote: impute from the PBWT donors alone, no checkpoint
 DEFAULT_BUFFER_MB = 2.0  # context each side of a chunk: Beagle's 2 cM overlap at ~1 cM/Mb
+# --settle-by-vote: a haplotype's vote this sure at every site it needs skips the model (measured
+# on three simulations: BENCHMARKS.md "Settled by the vote")
+DEFAULT_SETTLE: float | None = None
 
 
 def check_options(
@@ -102,6 +105,30 @@ def check_options(
         check_output_file(f"{out_path}.prephased.vcf.gz", inputs, flag="--out (its .prephased.vcf.gz)")
 
 
+def check_settle(settle) -> None:
+    """``settle`` is None (the model everywhere) or a vote confidence from 0.5 to 1."""
+    if settle is None:
+        return
+    if isinstance(settle, bool) or not isinstance(settle, numbers.Real) or not 0.5 <= settle <= 1.0:
+        raise InputError(
+            None,
+            f"--settle-by-vote {settle} must be a vote confidence from 0.5 to 1, or off",
+            f"omit it for the default ({'off' if DEFAULT_SETTLE is None else DEFAULT_SETTLE})",
+        )
+
+
+def settle_argument(text: str) -> float | None:
+    """``--settle-by-vote``: ``off`` or a number (range-checked by ``check_settle``)."""
+    import argparse
+
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'off'") from None
+
+
 def check_overlap(model_path: str, state: dict, overlap: int | None) -> None:
     """Refuse an ``--overlap`` the checkpoint's windows cannot hold (never clipped silently)."""
     if overlap is None:
@@ -139,6 +166,7 @@ def impute(
     buffer_mb: float = DEFAULT_BUFFER_MB,
     resume: bool = False,
     precision: str = "auto",
+    settle: float | None = DEFAULT_SETTLE,
 ) -> dict:
     """Impute ``target_path`` against ``ref_path`` with the checkpoint ``model_path``; write ``out_path``.
 
@@ -149,7 +177,9 @@ def impute(
     ``region`` ("CHR:START-END"), ``chunk_mb`` / ``buffer_mb``: impute chunk by chunk
     (``imputation/chunks.py``); ``resume``: keep the chunks an interrupted run finished. Under
     torchrun the chunks are shared among the ranks and rank 0 joins them. ``precision``: auto, fp32
-    or bf16 (``devices.inference_dtype``).
+    or bf16 (``devices.inference_dtype``). ``settle``: a target haplotype whose PBWT donors' vote is
+    at least this sure at every site a window imputes for it takes the vote there, and the model runs
+    on the others (``inference.infer_dosages``); None: the model everywhere.
     Returns a summary dict (sites, samples, timings, sites/s, output paths; ``qc``: allele QC action ->
     target records, each listed in ``qc_file``).
     """
@@ -181,6 +211,7 @@ def impute(
         raise InputError(None, f"--chunk-mb {chunk_mb} must be a number of megabases > 0", "e.g. --chunk-mb 10")
     if not (isinstance(buffer_mb, numbers.Real) and 0 <= buffer_mb < float("inf")):
         raise InputError(None, f"--buffer-mb {buffer_mb} must be a number of megabases >= 0", "e.g. --buffer-mb 2")
+    check_settle(settle)
     dev = resolve_device(device)
     threads = set_threads(threads)
     amp_dtype = inference_dtype(dev, precision)
@@ -216,7 +247,7 @@ def impute(
             command = "vcfbert_fast.impute.impute(" + ", ".join(f"{a}={v!r}" for a, v in args) + ")"
         run = _Run(
             panel, target, str(target_path), alignment, unph, model, state, model_path, panel_file, overlap,
-            dev, batch_size, amp_dtype, command,
+            dev, batch_size, amp_dtype, command, settle,
         )  # fmt: skip
         say(ctx, run.describe(threads, chunks, region_t))
         # 4-7 per chunk
@@ -247,6 +278,7 @@ def impute(
                 chunk_mb=chunk_mb,
                 buffer_mb=buffer_mb,
                 precision=run.precision,
+                settle=settle,
             )
             written, n_done, n_resumed = _run_chunks(
                 run, chunks, out_path, kind, output_options, resume, progress, ctx, manifest
@@ -277,6 +309,9 @@ def impute(
         "chunks_s": round(t_inf, 3),
         "total_s": round(total, 3),
         "sites_per_s": round(run.sites / max(run.infer_s, 1e-9), 1),
+        "settle": settle,
+        "haplotype_windows": run.stats.get("haplotype_windows", 0),
+        "model_haplotype_windows": run.stats.get("model_haplotype_windows", 0),
     }
     if ctx.main:
         print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
@@ -285,10 +320,17 @@ def impute(
             f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
             f"sites{low}, {written['passthrough_records']} target records passed through, {len(target.samples)} samples, "
             f"{len(chunks)} chunk(s) ({n_resumed} resumed); inference {run.infer_s:.1f} s "
-            f"({summary['sites_per_s']} sites/s), total {total:.1f} s",
+            f"({summary['sites_per_s']} sites/s){_model_share(summary)}, total {total:.1f} s",
             file=sys.stderr,
         )
     return summary
+
+
+def _model_share(summary: dict) -> str:
+    n, m = summary["haplotype_windows"], summary["model_haplotype_windows"]
+    if not n or summary["settle"] is None:
+        return ""
+    return f", model on {m} of {n} haplotype-windows ({100 * m / n:.1f} %; the vote settled the rest)"
 
 
 def say(ctx, text: str) -> None:
@@ -346,12 +388,14 @@ class _Run:
     batch_size: int
     amp_dtype: Any
     command: str
+    settle: float | None = None
     # accumulated over the chunks this process ran
     windows: int = 0
     sites: int = 0
     window_overlap: int = 0
     infer_s: float = 0.0
     write_s: float = 0.0
+    stats: dict = field(default_factory=dict)  # infer_dosages' counts, summed over the chunks
 
     @property
     def vote(self) -> bool:
@@ -370,9 +414,13 @@ class _Run:
         if self.vote:
             return f"model: vote of K=32 PBWT donors per site (no checkpoint); {where}; {len(self.target.samples)} targets"
         mc, tc = self.state["model_config"], dict(self.state.get("train_config") or {})
+        if self.settle is None or tc.get("engine") != "pbwt" or not self.k:
+            shortcut = "the model at every haplotype"
+        else:
+            shortcut = f"haplotypes whose donor vote is >= {self.settle:g} sure take it, the model runs on the rest"
         return (
             f"model: {self.model_path} ({mc['dims']} dims, {mc['n_layers']} layers, {tc.get('engine', 'hamming')} "
-            f"K={self.k}); {where}; {len(self.target.samples)} targets on {self.dev} ({threads} threads, {self.precision})"
+            f"K={self.k}); {where}; {len(self.target.samples)} targets on {self.dev} ({threads} threads, {self.precision}); {shortcut}"
         )
 
     def chunk(self, chunk, path: str, bar, bp_range=None, **output_options) -> dict:
@@ -398,6 +446,8 @@ class _Run:
                 False,
                 autocast_dtype=self.amp_dtype,
                 bar=bar,
+                settle=self.settle,
+                stats=self.stats,
             )
             # the checkpoint's calibration (calibration.py; none in older checkpoints: unchanged)
             hds = calibrate(hds, tables.freqs.af, self.state.get("calibration"), out=hds)
@@ -559,6 +609,15 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="keep the chunks an interrupted run with the same inputs finished",
     )
+    parser.add_argument(
+        "--settle-by-vote",
+        type=settle_argument,
+        default=DEFAULT_SETTLE,
+        metavar="C",
+        help="a target haplotype whose PBWT donors vote at least C sure (0.5-1) at every site a window "
+        "imputes for it takes the vote there; the model runs on the rest. off: the model everywhere "
+        f"(default {'off' if DEFAULT_SETTLE is None else DEFAULT_SETTLE})",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -591,6 +650,7 @@ def run(args) -> int:
         buffer_mb=args.buffer_mb,
         resume=args.resume,
         precision=args.precision,
+        settle=args.settle_by_vote,
     )
     return 0
 

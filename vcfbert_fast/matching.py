@@ -22,6 +22,7 @@ each donor's match run measured from the site itself, in markers and in base pai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -97,6 +98,17 @@ class SiteDonors:
         tot = left + right
         torch.div(tot - tot.amax(dim=1, keepdim=True), 10.0, out=f[5])
         return out
+
+    def select(self, idx) -> SiteDonors:
+        """The donors of queries ``idx`` (a slice, or indices into ``B``), in that order."""
+        return SiteDonors(*(getattr(self, f.name)[idx] for f in dataclass_fields(self)))
+
+    @staticmethod
+    def cat(parts: list[SiteDonors]) -> SiteDonors:
+        """Several query batches of one window as one (queries concatenated in order)."""
+        if len(parts) == 1:
+            return parts[0]
+        return SiteDonors(*(torch.cat([getattr(d, f.name) for d in parts]) for f in dataclass_fields(SiteDonors)))
 
     def vote(self, alpha: float = VOTE_ALPHA) -> torch.Tensor:
         """ALT probability ``[B, n]`` float32: donors' alleles weighted by ``softmax(alpha*(left+right))``."""
@@ -328,8 +340,4 @@ def donor_inputs(
 
 def split_haplotypes(d: SiteDonors) -> tuple[SiteDonors, SiteDonors]:
     """Donors of interleaved queries (rows ``2s``, ``2s + 1``) -> (first haplotypes, second haplotypes)."""
-    fields = ("rows", "alleles", "left", "right", "left_bp", "right_bp")
-    return (
-        SiteDonors(*(getattr(d, f)[0::2] for f in fields)),
-        SiteDonors(*(getattr(d, f)[1::2] for f in fields)),
-    )
+    return d.select(slice(0, None, 2)), d.select(slice(1, None, 2))

@@ -586,7 +586,9 @@ class BERTFoundationModel(nn.Module):
         scratch: dict = {}
         h, emb = self.bert.forward_cat(x, scratch)
         af = torch.cat([x["af"], x["af"]], dim=0)
-        af_p = torch.cat([x["af_p"], x["af_p"]], dim=0)
+        # ``af_p_h2``: the second haplotypes' own af_p, when the batch's two halves are not the same
+        # samples (``impute`` packs the single haplotypes the donors leave open)
+        af_p = torch.cat([x["af_p"], x.get("af_p_h2", x["af_p"])], dim=0)
         feat = torch.cat([h, torch.stack([af, af_p], dim=-1).to(h.dtype)], dim=-1)
         hap_logits = self.hap_head(feat)  # [2B, L, 2]
         if self.copy is not None and x.get("rag_allele_h1") is not None:

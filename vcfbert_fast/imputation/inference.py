@@ -89,6 +89,91 @@ def _window_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, b0: int, 
     return batch
 
 
+def _haplotype_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, rows: np.ndarray, d, embedding, dev):
+    """The model's input for single target haplotypes ``rows`` (``2 s + j``) of window ``w``, whose
+    donors are ``d`` (same order). The encoder treats every haplotype on its own, so the rows are
+    packed as two halves, ``hap_1`` then ``hap_2`` (the last row repeated when their count is odd),
+    each half with its own samples' ``af_p``."""
+    from ..matching import donor_inputs
+
+    sl = tables.layout.sites(w)
+    n, half = sl.stop - sl.start, (rows.size + 1) // 2
+    idx = np.minimum(np.arange(2 * half), rows.size - 1)
+    rows = rows[idx]
+    calls = tc.model_calls.reshape(2 * tc.n_samples, -1)[rows, sl]  # [S, 2, M] -> row 2 s + j
+    toks = torch.from_numpy(frame_tokens(calls, ~tc.typed[sl])).to(dev)  # [2 half, L]
+    feats = window_features(panel.positions, tables.freqs, sl)
+    batch = {k: torch.from_numpy(v).to(dev)[None].expand(half, n + 2) for k, v in feats.items()}
+    if tables.pop_af is None:
+        batch["af_p"] = batch["af"]
+    else:
+        table, prow = tables.pop_af
+        af_p = torch.from_numpy(frame_features(table[prow[rows // 2], sl])).to(dev)
+        batch["af_p"], batch["af_p_h2"] = af_p[:half], af_p[half:]
+    batch["hap_1"], batch["hap_2"] = toks[:half], toks[half:]
+    d = d.select(torch.from_numpy(idx))
+    batch.update(donor_inputs(d.select(slice(0, half)), d.select(slice(half, None)), embedding, batch["pos"], batch["af"]))
+    return batch
+
+
+def _forward(model, batch: dict, amp) -> dict:
+    if amp is None:
+        return model.forward_logits(batch)
+    with amp:
+        return model.forward_logits(batch)
+
+
+def _settled_window(model, panel, tables, tc, donors, w, keep, hds, dev, batch_size, amp, settle) -> int:
+    """Window ``w`` with the vote's shortcut: a target haplotype whose donor vote is at least
+    ``settle`` sure (``max(v, 1 - v)``) at every site it needs (central, not an input call) takes the
+    vote there; the others are packed into forwards of up to ``2 * batch_size`` haplotypes.
+    Returns the number of haplotypes the model ran on."""
+    from ..matching import SiteDonors
+
+    sl = tables.layout.sites(w)
+    sites = sl.start + keep
+    n_samp = tc.n_samples
+    flat = hds.reshape(hds.shape[0], 2 * n_samp)  # a view: column 2 s + j
+    need = torch.from_numpy(tc.calls[:, :, sites].reshape(2 * n_samp, -1) < 0)  # [2S, c]
+    open_rows: list[np.ndarray] = []
+    open_donors: list = []
+    n_open = n_model = 0
+
+    def run_open() -> None:
+        rows, d = np.concatenate(open_rows), SiteDonors.cat(open_donors)
+        open_rows.clear()
+        open_donors.clear()
+        for r0 in range(0, rows.size, 2 * batch_size):
+            r = rows[r0 : r0 + 2 * batch_size]
+            batch = _haplotype_batch(
+                panel, tables, tc, w, r, d.select(slice(r0, r0 + r.size)), model.bert.embedding, dev
+            )
+            out = _forward(model, batch, amp)
+            logits = torch.cat([out["hap1_logits"], out["hap2_logits"]], dim=0)[: r.size]
+            p = torch.softmax(logits.float(), -1)[:, 1:-1, 1].cpu().numpy()  # [R, n]
+            flat[sites[:, None], r[None, :]] = p[:, keep].T
+
+    for b0 in range(0, n_samp, batch_size):
+        b1 = min(n_samp, b0 + batch_size)
+        rows = np.arange(2 * b0, 2 * b1)
+        d = donors.retriever.site_donors(w, rows)  # [2B, K, n], rows 2 s + j
+        v = d.vote()[:, keep]
+        sure = ((torch.maximum(v, 1.0 - v) >= settle) | ~need[2 * b0 : 2 * b1]).all(1)
+        flat[sites[:, None], rows[sure.numpy()][None, :]] = v[sure].numpy().T
+        left = torch.nonzero(~sure).flatten()
+        if left.numel():
+            open_rows.append(rows[left.numpy()])
+            open_donors.append(d.select(left))
+            n_open += left.numel()
+            n_model += left.numel()
+        if n_open >= 2 * batch_size:
+            run_open()
+            n_open = 0
+    if open_rows:
+        run_open()
+    return n_model
+
+
 def _sites_bar(panel, desc: str, progress: bool, bar):
     """The caller's bar (a chunked run shares one over its chunks), else a new one over the panel."""
     if bar is not None:
@@ -107,11 +192,17 @@ def infer_dosages(
     progress: bool,
     autocast_dtype: torch.dtype | None = None,
     bar=None,
+    settle: float | None = None,
+    stats: dict | None = None,
 ) -> np.ndarray:
     """Haplotype ALT probabilities ``[M, S, 2]`` float32, each site from its most central window.
 
     ``autocast_dtype``: run the forward under ``torch.autocast`` in that dtype (bf16), None: fp32
     (``devices.inference_dtype`` picks it). ``bar``: a progress bar to advance by the sites done.
+    ``settle``: with PBWT donors, a haplotype whose donor vote is at least this sure at every site
+    a window imputes for it takes the vote there, and the model runs on the rest
+    (``_settled_window``); None: the model everywhere. ``stats``: receives ``haplotype_windows`` and
+    ``model_haplotype_windows`` (how many of them the model ran on).
     """
     layout, n_samp = tables.layout, tc.n_samples
     hds = np.zeros((panel.n_sites, n_samp, 2), dtype=np.float32)
@@ -122,10 +213,16 @@ def infer_dosages(
         refs = _References(model, panel, tables, dev)
     amp = None if autocast_dtype is None else torch.autocast(device_type=dev.type, dtype=autocast_dtype)
     bar, own_bar = _sites_bar(panel, "imputing", progress, bar)
+    n_windows = n_model = 0
     for w in range(len(layout)):
         sl = layout.sites(w)
         keep = np.flatnonzero(tables.central[sl] == w)
         if keep.size == 0:
+            continue
+        n_windows += 1
+        if settle is not None and donors is not None:
+            n_model += _settled_window(model, panel, tables, tc, donors, w, keep, hds, dev, batch_size, amp, settle)
+            bar.update(int(keep.size))
             continue
         for b0 in range(0, n_samp, batch_size):
             b1 = min(n_samp, b0 + batch_size)
@@ -134,17 +231,17 @@ def infer_dosages(
                 refs.add_to(batch, w)
             if donors is not None:
                 donors.add_to(batch, w, b0, b1, model.bert.embedding)
-            if amp is not None:
-                with amp:
-                    out = model.forward_logits(batch)
-            else:
-                out = model.forward_logits(batch)
+            out = _forward(model, batch, amp)
             for j, key in enumerate(("hap1_logits", "hap2_logits")):
                 p = torch.softmax(out[key].float(), -1)[:, 1:-1, 1].cpu().numpy()  # [B, n]
                 hds[sl.start + keep, b0:b1, j] = p[:, keep].T
+        n_model += 2 * n_samp
         bar.update(int(keep.size))
     if own_bar:
         bar.close()
+    if stats is not None:
+        stats["haplotype_windows"] = stats.get("haplotype_windows", 0) + 2 * n_samp * n_windows
+        stats["model_haplotype_windows"] = stats.get("model_haplotype_windows", 0) + n_model
     return hds
 
 
