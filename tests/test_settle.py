@@ -101,3 +101,29 @@ def test_each_haplotype_window_takes_the_vote_or_the_model(setup, rng, settle):
     assert 0 < n_model < n_total  # both kinds occur in this data
     assert st["model_haplotype_windows"] == n_model and st["haplotype_windows"] == n_total
     print(f"settle {settle}: the model ran on {n_model} of {n_total} haplotype-windows")
+
+
+def test_impute_option_reaches_inference_and_the_summary(small_sim, tmp_path):
+    """``impute(settle=...)`` end to end: 0.5 settles everything (the model never runs), off runs it
+    on every haplotype-window; both write every panel site; the CLI's parser takes off or a number."""
+    import argparse
+
+    import cyvcf2
+
+    from vcfbert_fast.impute import impute, settle_argument
+    from vcfbert_fast.io import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    ckpt = _fresh_checkpoint(tmp_path / "m.pt", panel, 4, max_sites=40, engine="pbwt")
+    runs = {}
+    for name, settle in (("off", None), ("all", 0.5)):
+        out = str(tmp_path / f"{name}.vcf.gz")
+        runs[name] = impute(small_sim.ref_vcf, small_sim.target_vcf, ckpt, out, progress=False, settle=settle)
+        assert sum(1 for r in cyvcf2.VCF(out) if r.INFO.get("IMP")) == runs[name]["imputed_sites"] > 0
+    assert runs["off"]["model_haplotype_windows"] == runs["off"]["haplotype_windows"] > 0
+    assert runs["all"]["model_haplotype_windows"] == 0 < runs["all"]["haplotype_windows"]
+    assert runs["all"]["settle"] == 0.5 and runs["off"]["settle"] is None
+    assert settle_argument("off") is None and settle_argument(" OFF ") is None
+    assert settle_argument("0.99") == 0.99
+    with pytest.raises(argparse.ArgumentTypeError, match="not a number or 'off'"):
+        settle_argument("sure")
