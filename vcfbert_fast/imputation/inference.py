@@ -73,18 +73,24 @@ class _Donors:
         batch.update(donor_inputs(d1, d2, embedding, batch["pos"], batch["af"]))
 
 
-def _window_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, b0: int, b1: int, dev) -> dict:
-    """The model's input for window ``w`` and target samples ``[b0, b1)``."""
-    sl = tables.layout.sites(w)
-    n, bsz = sl.stop - sl.start, b1 - b0
+def _site_inputs(panel, tables: ModelTables, sl: slice, samples, n_rows: int, dev) -> dict:
+    """The per-site keys of ``n_rows`` batch rows over sites ``sl``, and ``af_p``: one row per target
+    sample in ``samples`` (the global AF, ``n_rows`` rows, when the run has no population table)."""
     feats = window_features(panel.positions, tables.freqs, sl)
-    toks = torch.from_numpy(frame_tokens(tc.model_calls[b0:b1, :, sl], ~tc.typed[sl])).to(dev)  # [B, 2, L]
-    batch = {k: torch.from_numpy(v).to(dev)[None].expand(bsz, n + 2) for k, v in feats.items()}
+    batch = {k: torch.from_numpy(v).to(dev)[None].expand(n_rows, sl.stop - sl.start + 2) for k, v in feats.items()}
     if tables.pop_af is None:
         batch["af_p"] = batch["af"]
     else:
         table, rows = tables.pop_af
-        batch["af_p"] = torch.from_numpy(frame_features(table[rows[b0:b1], sl])).to(dev)
+        batch["af_p"] = torch.from_numpy(frame_features(table[rows[samples], sl])).to(dev)
+    return batch
+
+
+def _window_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, b0: int, b1: int, dev) -> dict:
+    """The model's input for window ``w`` and target samples ``[b0, b1)``."""
+    sl = tables.layout.sites(w)
+    toks = torch.from_numpy(frame_tokens(tc.model_calls[b0:b1, :, sl], ~tc.typed[sl])).to(dev)  # [B, 2, L]
+    batch = _site_inputs(panel, tables, sl, slice(b0, b1), b1 - b0, dev)
     batch["hap_1"], batch["hap_2"] = toks[:, 0], toks[:, 1]
     return batch
 
@@ -99,19 +105,14 @@ def _haplotype_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, rows: 
     from ..matching import donor_inputs
 
     sl = tables.layout.sites(w)
-    n, half = sl.stop - sl.start, -(-rows.size // 16) * 8
+    half = -(-rows.size // 16) * 8
     idx = np.minimum(np.arange(2 * half), rows.size - 1)
     rows = rows[idx]
     calls = tc.model_calls.reshape(2 * tc.n_samples, -1)[rows, sl]  # [S, 2, M] -> row 2 s + j
     toks = torch.from_numpy(frame_tokens(calls, ~tc.typed[sl])).to(dev)  # [2 half, L]
-    feats = window_features(panel.positions, tables.freqs, sl)
-    batch = {k: torch.from_numpy(v).to(dev)[None].expand(half, n + 2) for k, v in feats.items()}
-    if tables.pop_af is None:
-        batch["af_p"] = batch["af"]
-    else:
-        table, prow = tables.pop_af
-        af_p = torch.from_numpy(frame_features(table[prow[rows // 2], sl])).to(dev)
-        batch["af_p"], batch["af_p_h2"] = af_p[:half], af_p[half:]
+    batch = _site_inputs(panel, tables, sl, rows // 2, half, dev)
+    if tables.pop_af is not None:  # one af_p row per haplotype: the halves' own samples
+        batch["af_p"], batch["af_p_h2"] = batch["af_p"][:half], batch["af_p"][half:]
     batch["hap_1"], batch["hap_2"] = toks[:half], toks[half:]
     d = d.select(torch.from_numpy(idx))
     batch.update(donor_inputs(d.select(slice(0, half)), d.select(slice(half, None)), embedding, batch["pos"], batch["af"]))
@@ -139,7 +140,7 @@ def _settled_window(model, panel, tables, tc, donors, w, keep, hds, dev, batch_s
     need = torch.from_numpy(tc.calls[:, :, sites].reshape(2 * n_samp, -1) < 0)  # [2S, c]
     open_rows: list[np.ndarray] = []
     open_donors: list = []
-    n_open = n_model = 0
+    n_model = 0
 
     def run_open() -> None:
         rows, d = np.concatenate(open_rows), SiteDonors.cat(open_donors)
@@ -166,11 +167,9 @@ def _settled_window(model, panel, tables, tc, donors, w, keep, hds, dev, batch_s
         if left.numel():
             open_rows.append(rows[left.numpy()])
             open_donors.append(d.select(left))
-            n_open += left.numel()
             n_model += left.numel()
-        if n_open >= 2 * batch_size:
+        if sum(r.size for r in open_rows) >= 2 * batch_size:
             run_open()
-            n_open = 0
     if open_rows:
         run_open()
     return n_model
