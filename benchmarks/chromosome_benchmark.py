@@ -232,8 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--populations", str(sim.panel_txt), "--no-progress", *imp_flags]
         runs[label] = bb.timed(py + cmd, out / "logs" / f"{name}.time", output=dst)
         imputed[label] = str(dst)
-        chunks = re.search(r"(\d+) chunk\(s\)", (out / "logs" / f"{name}.time").read_text(errors="replace"))
+        log = (out / "logs" / f"{name}.time").read_text(errors="replace")
+        chunks = re.search(r"(\d+) chunk\(s\)", log)
         runs["notes"].append(f"{label}: {chunks.group(1) if chunks else 'an unlogged number of'} chunk(s).")
+        # /usr/bin/time reports the largest process of the tree; impute's last line tells its own
+        # peak apart from the Beagle pre-phase's (Java)
+        own = re.search(r"peak RSS ([\d.]+) GiB(?: \(Beagle pre-phase ([\d.]+) GiB\))?", log)
+        if own:
+            runs[label]["own_rss_gib"] = float(own.group(1))
+            pp = f", the Beagle pre-phase (Java) {own.group(2)} GiB" if own.group(2) else ""
+            runs["notes"].append(f"{label}: peak RSS of the impute process itself {own.group(1)} GiB{pp}.")
         r = runs[label]
         print(
             f"{label}: {r['wall_s']:.0f} s, {genotypes / r['wall_s']:,.0f} genotypes/s, "

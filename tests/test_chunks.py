@@ -225,5 +225,12 @@ def test_target_calls_of_a_span_equal_the_slice_of_the_whole(rng):
     for lo, hi in [(0, n_sites), (0, 1), (7, 31), (int(rng.integers(0, 59)), 60), (20, 20)]:
         part = TargetCalls.from_alignment(target, alignment, n_sites, unph, span=(lo, hi))
         want = slice_calls(whole, lo, hi)
-        for name in ("calls", "typed", "phased_in", "unphased", "model_calls"):
+        for name in ("calls", "typed", "phased_in", "unphased"):
             np.testing.assert_array_equal(getattr(part, name), getattr(want, name), err_msg=f"{name} [{lo}, {hi})")
+        np.testing.assert_array_equal(part.model_calls(slice(None)), want.model_calls(slice(None)))
+    # the model's calls: the input calls, with both alleles of an unphased het unknown
+    mc = whole.model_calls(np.arange(n_sites))
+    for s in range(n_samp):
+        for m in range(n_sites):
+            expect = [-1, -1] if whole.unphased[s, m] else list(whole.calls[s, :, m])
+            assert list(mc[s, :, m]) == expect, (s, m)

@@ -266,6 +266,50 @@ def test_prephase_beagle(small_sim, tmp_path):
     assert n == s["typed_sites"]
 
 
+def test_write_panel_at_is_the_panel_at_those_sites(small_sim, tmp_path, rng):
+    """The reference the pre-phase hands Beagle: read back by cyvcf2 (not our reader), it holds
+    the panel's samples and, at exactly the sites asked for, their sites and phased haplotypes."""
+    import cyvcf2
+
+    from vcfbert_fast.imputation.prephase import write_panel_at
+    from vcfbert_fast.io import read_panel
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    sites = np.sort(rng.choice(panel.n_sites, size=int(rng.integers(1, 600)), replace=False))
+    path = str(tmp_path / "at.vcf.gz")
+    assert write_panel_at(path, panel, sites) == sites.size
+    v = cyvcf2.VCF(path)
+    assert list(v.samples) == list(panel.samples)
+    recs = list(v)
+    assert [r.POS for r in recs] == [int(panel.positions[j]) for j in sites]
+    for r, j in zip(recs, sites):
+        assert (r.ID or ".", r.REF, r.ALT) == (panel.ids[j], panel.ref[j], [panel.alt[j]])
+        ga = r.genotype.array()
+        assert ga[:, 2].all()  # phased
+        np.testing.assert_array_equal(ga[:, :2].reshape(-1), panel.haplotypes[:, j])
+
+
+@needs_beagle
+def test_prephase_against_the_panel_at_the_target_sites_equals_the_whole_panel(small_sim, tmp_path):
+    """Beagle phases at the target's markers only, so the subset reference the pre-phase writes
+    (``write_panel_at``) gives the same phased calls as the whole panel, at a fraction of the parse."""
+    from vcfbert_fast.imputation.prephase import prephase_with_beagle, write_panel_at, write_panel_coded
+    from vcfbert_fast.io import align_target, read_panel, read_target
+
+    panel = read_panel(small_sim.ref_vcf, progress=False)
+    target_path = _rewrite_target(small_sim.target_vcf, tmp_path / "u.vcf.gz", lambda h, b: (h, _unphased(b)))
+    target = read_target(target_path, progress=False)
+    alignment = align_target(target, panel)
+    write_panel_coded(str(tmp_path / "t.vcf.gz"), target, alignment, panel)
+    write_panel_at(str(tmp_path / "r.vcf.gz"), panel, np.unique(alignment.panel_index[alignment.panel_index >= 0]))
+    calls = []
+    for name, ref in (("whole", small_sim.ref_vcf), ("subset", str(tmp_path / "r.vcf.gz"))):
+        out = prephase_with_beagle(str(ref), str(tmp_path / "t.vcf.gz"), str(tmp_path / name), "2g", 1)
+        q = subprocess.run(["bcftools", "query", "-f", "%POS[\t%GT]\n", out], check=True, capture_output=True, text=True)
+        calls.append(q.stdout)
+    assert calls[0].count("|") > 0 and calls[0] == calls[1]
+
+
 def test_prephase_without_beagle_is_one_line_naming_the_target(small_sim, tmp_path, monkeypatch):
     """No Beagle jar (or no java): --prephase beagle fails up front, naming the user's target (not
     the recoded copy Beagle would read) and the fix; no output and no temporary is left."""
@@ -533,7 +577,7 @@ def test_allele_qc_recodes_swaps_and_flips_and_never_writes_a_conflicting_record
     capsys.readouterr()
     summary = impute(small_sim.ref_vcf, target, "vote", out, prephase=prephase, progress=False)
     assert bool(summary["prephased"]) == bool(prephase)
-    assert not [p.name for p in tmp_path.iterdir() if "prephase-input" in p.name]  # the recoded copy is removed
+    assert not [p.name for p in tmp_path.iterdir() if ".prephase-" in p.name]  # Beagle's copies are removed
     recs = list(cyvcf2.VCF(out))
     pos = [r.POS for r in recs]
     assert len(pos) == len(set(pos)) == panel.n_sites  # one record per position: nothing beside a panel site

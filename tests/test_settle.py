@@ -28,7 +28,6 @@ def setup(small_sim, tmp_path_factory):
         target, align_target(target, panel), panel.n_sites, unphased_hets(target.alleles, target.phased)
     )
     tc.calls[1, 0, np.flatnonzero(tc.typed)[:3]] = -1  # missing input calls: sites a haplotype needs
-    tc.model_calls[1, 0, np.flatnonzero(tc.typed)[:3]] = -1
     tables = model_tables(panel, state, target.samples, None, None)
     return panel, model, tables, tc
 

@@ -288,6 +288,7 @@ def impute(
     finally:
         leave_process_group(ctx, synchronise=ok)
     total = time.perf_counter() - t0
+    rss_self, rss_children = peak_rss_gib()
     summary = {
         **written,
         "alignment": alignment.summary(),
@@ -312,6 +313,8 @@ def impute(
         "settle": settle,
         "haplotype_windows": run.stats.get("haplotype_windows", 0),
         "model_haplotype_windows": run.stats.get("model_haplotype_windows", 0),
+        "peak_rss_gib": rss_self,  # this process (None where the platform does not tell)
+        "prephase_peak_rss_gib": rss_children if prephased_path and ctx.main else None,  # Beagle's Java
     }
     if ctx.main:
         print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
@@ -320,10 +323,32 @@ def impute(
             f"wrote {written['path']}: {written['imputed_sites']} imputed + {written['typed_sites']} typed panel "
             f"sites{low}, {written['passthrough_records']} target records passed through, {len(target.samples)} samples, "
             f"{len(chunks)} chunk(s) ({n_resumed} resumed); inference {run.infer_s:.1f} s "
-            f"({summary['sites_per_s']} sites/s){_model_share(summary)}, total {total:.1f} s",
+            f"({summary['sites_per_s']} sites/s){_model_share(summary)}, total {total:.1f} s{_rss_note(summary)}",
             file=sys.stderr,
         )
     return summary
+
+
+def peak_rss_gib() -> tuple[float | None, float | None]:
+    """Peak resident memory so far, GiB: ``(this process, its largest finished child)``.
+
+    Told apart because ``/usr/bin/time`` reports the larger of the two: the Beagle pre-phase is a
+    child. (None, None) where ``resource`` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None, None
+    scale = 2**30 if sys.platform == "darwin" else 2**20  # ru_maxrss: bytes on macOS, KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale
+    return round(own, 3), round(child, 3)
+
+
+def _rss_note(summary: dict) -> str:
+    if summary["peak_rss_gib"] is None:
+        return ""
+    pp = summary["prephase_peak_rss_gib"]
+    return f"; peak RSS {summary['peak_rss_gib']:.2f} GiB" + (f" (Beagle pre-phase {pp:.2f} GiB)" if pp else "")
 
 
 def _model_share(summary: dict) -> str:

@@ -51,6 +51,7 @@ MATCH_FEATURES = (
     "log1p(min(left, right) markers)",
     "(left + right - best at the site) / 10",
 )
+PRECOMPUTE_BLOCK = 256  # query haplotypes per pbwt_donors call when all donors are found up front
 VOTE_ALPHA = 0.1  # vote weight softmax(alpha * (left + right)); measured in docs/RETRIEVAL.md
 
 
@@ -180,7 +181,7 @@ class PbwtRetriever(Retriever):
         self.typed: np.ndarray | None = None
         self.ref_bits: torch.Tensor | None = None
         self.query: torch.Tensor | None = None
-        self._cache: dict[str, torch.Tensor] = {}  # "all": every query's donors [Q, P, K] (internal rows)
+        self._cache: dict[str, torch.Tensor] = {}  # "all": every query's donors [Q, P, K] int32 internal rows
 
     # ------------------------------------------------------------------ index and queries
     def set_markers(self, typed_sites: np.ndarray) -> None:
@@ -193,7 +194,8 @@ class PbwtRetriever(Retriever):
             raise ValueError(f"typed sites must lie in [0, {self.positions.shape[0]})")
         self.typed = t
         self.marker_pos = self.positions[t]
-        alleles = np.ascontiguousarray(self.panel.haplotypes[self.reference_rows][:, t])
+        # rows and columns in one step: indexing the rows first would copy every site of the panel
+        alleles = np.ascontiguousarray(self.panel.haplotypes[np.ix_(self.reference_rows, t)])
         self.ref_bits = pack_markers(alleles) if t.size else torch.zeros(self.n_references, 0, dtype=torch.int64)
         self.query = None
         self._cache = {}
@@ -219,9 +221,22 @@ class PbwtRetriever(Retriever):
         self.query = q.contiguous()
         self._cache = {}
         if precompute:
-            ids = torch.arange(q.shape[0])
-            rows = self._donors_at(ids, torch.from_numpy(self.points), self._exclude_internal(exclude, q.shape[0]))
-            self._cache = {"all": rows}
+            self._cache = {"all": self._precompute(exclude)}
+
+    def _precompute(self, exclude, block: int = PRECOMPUTE_BLOCK) -> torch.Tensor:
+        """Every query's donors at every point, int32 ``[Q, P, K]`` internal rows, found ``block``
+        queries per call: the op's int64 rows and int32 run lengths for all queries at once would be
+        16 bytes per query, point and donor (1.9 GB for 2,000 haplotypes x 1,863 points x 32), where
+        the kept rows take 4. Each call sweeps the index again, a small cost beside the queries."""
+        n_q = self.query.shape[0]
+        ex = self._exclude_internal(exclude, n_q)
+        pts = torch.from_numpy(self.points)
+        kk = self._k_for(ex, None)
+        out = torch.empty((n_q, pts.numel(), kk), dtype=torch.int32)
+        for q0 in range(0, n_q, block):
+            ids = torch.arange(q0, min(n_q, q0 + block))
+            out[q0 : q0 + ids.numel()] = self._donors_at(ids, pts, ex[q0 : q0 + ids.numel()], kk)
+        return out
 
     # ------------------------------------------------------------------ donors
     def _k_for(self, ex: torch.Tensor, k: int | None) -> int:
@@ -253,7 +268,7 @@ class PbwtRetriever(Retriever):
         used, inv = np.unique(grp, return_inverse=True)
         ex = self._exclude_internal(exclude, ids.shape[0])
         if "all" in self._cache and exclude is None and k is None:
-            rows_p = self._cache["all"][ids][:, torch.from_numpy(used)]
+            rows_p = self._cache["all"][ids][:, torch.from_numpy(used)].long()
         else:
             rows_p = self._donors_at(ids, torch.from_numpy(self.points[used]), ex, k)
         rows_u = rows_p[:, torch.from_numpy(inv)].permute(0, 2, 1).contiguous()  # [B, K, U] internal

@@ -15,14 +15,14 @@ class TargetCalls:
     site with REF/ALT swapped has 0<->1 swapped), -1 elsewhere and at missing calls.
     ``typed`` bool ``[M]``: panel sites the target carries. ``phased_in`` bool ``[S, M]``: the input
     call was phased (True at untyped sites). ``unphased`` bool ``[S, M]``: an unphased het.
-    ``model_calls``: ``calls`` with unphased hets set to -1 (unknown phase is missing for the model).
+    ``model_calls(cols)``: ``calls`` with unphased hets set to -1 (unknown phase is missing for the
+    model), built per window rather than kept (it would be 2 more bytes per site and target).
     """
 
     calls: np.ndarray
     typed: np.ndarray
     phased_in: np.ndarray
     unphased: np.ndarray
-    model_calls: np.ndarray
 
     @classmethod
     def from_alignment(
@@ -50,9 +50,12 @@ class TargetCalls:
         phased_in[:, matched_p] = target.phased[:, matched_t]
         unph = np.zeros((n_samp, n_sites), dtype=bool)
         unph[:, matched_p] = unphased[:, matched_t]
-        model_calls = calls.copy()
-        model_calls[np.repeat(unph[:, None, :], 2, axis=1)] = -1
-        return cls(calls, typed, phased_in, unph, model_calls)
+        return cls(calls, typed, phased_in, unph)
+
+    def model_calls(self, cols) -> np.ndarray:
+        """int8 ``[S, 2, n]``: the calls at sites ``cols`` (a slice or indices) as the model takes
+        them, unphased hets as missing."""
+        return np.where(self.unphased[:, None, cols], np.int8(-1), self.calls[:, :, cols])
 
     @property
     def n_samples(self) -> int:

@@ -141,7 +141,6 @@ def slice_calls(tc: TargetCalls, lo: int, hi: int) -> TargetCalls:
         typed=tc.typed[sl],
         phased_in=tc.phased_in[:, sl],
         unphased=tc.unphased[:, sl],
-        model_calls=tc.model_calls[:, :, sl],
     )
 
 

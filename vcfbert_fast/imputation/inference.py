@@ -49,7 +49,7 @@ class _Donors:
         typed = np.flatnonzero(tc.typed)
         self.retriever.set_markers(typed)
         t1 = time.perf_counter()
-        q = tc.model_calls[:, :, typed].reshape(2 * tc.n_samples, typed.size)  # rows 2s, 2s + 1
+        q = tc.model_calls(typed).reshape(2 * tc.n_samples, typed.size)  # rows 2s, 2s + 1
         self.retriever.set_queries(q, precompute=True)
         self.build_s, self.query_s = t1 - t0, time.perf_counter() - t1
         n_pts = len(self.retriever.points)
@@ -89,7 +89,8 @@ def _site_inputs(panel, tables: ModelTables, sl: slice, samples, n_rows: int, de
 def _window_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, b0: int, b1: int, dev) -> dict:
     """The model's input for window ``w`` and target samples ``[b0, b1)``."""
     sl = tables.layout.sites(w)
-    toks = torch.from_numpy(frame_tokens(tc.model_calls[b0:b1, :, sl], ~tc.typed[sl])).to(dev)  # [B, 2, L]
+    calls = tc.model_calls(sl)[b0:b1]  # [B, 2, L]
+    toks = torch.from_numpy(frame_tokens(calls, ~tc.typed[sl])).to(dev)
     batch = _site_inputs(panel, tables, sl, slice(b0, b1), b1 - b0, dev)
     batch["hap_1"], batch["hap_2"] = toks[:, 0], toks[:, 1]
     return batch
@@ -108,7 +109,7 @@ def _haplotype_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, rows: 
     half = -(-rows.size // 16) * 8
     idx = np.minimum(np.arange(2 * half), rows.size - 1)
     rows = rows[idx]
-    calls = tc.model_calls.reshape(2 * tc.n_samples, -1)[rows, sl]  # [S, 2, M] -> row 2 s + j
+    calls = tc.model_calls(sl).reshape(2 * tc.n_samples, -1)[rows]  # [S, 2, n] -> row 2 s + j
     toks = torch.from_numpy(frame_tokens(calls, ~tc.typed[sl])).to(dev)  # [2 half, L]
     batch = _site_inputs(panel, tables, sl, rows // 2, half, dev)
     if tables.pop_af is not None:  # one af_p row per haplotype: the halves' own samples
