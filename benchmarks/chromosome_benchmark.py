@@ -1,7 +1,7 @@
 """Chromosome-scale benchmark (issue 11, step 5): vcfbert-fast train + chunked impute beside Beagle 5.4, CPU.
 
     python benchmarks/chromosome_benchmark.py [--out bench_chrom] [--n-ref 2504] [--n-target 1000]
-        [--length 15000000] [--seed 1] [--train-minutes 15] [--threads 2] [--chunk-mb 10]
+        [--length 15000000] [--seed 1] [--train-minutes 15] [--threads 2] [--chunk-mb auto|MB]
         [--buffer-mb B] [--precision auto|fp32|bf16] [--model MODEL | --skip-train MODEL]
         [--vote] [--java-mem 8g] [--reuse] [--write-md BENCHMARKS.md]
 
@@ -20,7 +20,7 @@ Steps (each timed by ``/usr/bin/time -v``: wall seconds, peak RSS; progress on s
    row is skipped with a note, and vcfbert-fast imputes the true-phase target instead.
 4. ``vcfbert-fast train --time-budget M`` (``--mask-rate`` = 1 - array density, as
    beagle_benchmark.py), unless ``--model``/``--skip-train`` names a checkpoint.
-5. ``vcfbert-fast impute --prephase beagle --chunk-mb C --threads T`` (pre-phasing included in
+5. ``vcfbert-fast impute --prephase beagle --threads T [--chunk-mb C]`` (pre-phasing included in
    its time); with ``--vote`` also ``--model vote``. Genotypes/s = imputed (untyped) panel sites
    x target samples / wall s, the same count for every tool.
 6. ``evaluate`` all outputs; the section "## Chromosome scale (CPU)" is printed and, with
@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-args", default="", help="extra `vcfbert-fast train` flags, e.g. '--dims 96'")
     p.add_argument("--threads", type=int, default=2, help="threads for Beagle, train and impute")
     p.add_argument(
-        "--chunk-mb", type=float, default=10.0, help="`impute --chunk-mb` (each chunk also reads 2 x --buffer-mb)"
+        "--chunk-mb",
+        default=None,
+        help="`impute --chunk-mb` (each chunk also reads 2 x --buffer-mb; default impute's: auto)",
     )
     p.add_argument("--buffer-mb", type=float, default=None, help="`impute --buffer-mb` (default impute's)")
     p.add_argument("--precision", default=None, help="`impute --precision` (default impute's: auto)")
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         runs["notes"] += tr["notes"]
         sim_info["load_train_end"] = os.getloadavg()
 
-    imp_flags += ["--chunk-mb", f"{args.chunk_mb:g}", "--threads", thr]
+    imp_flags += ["--threads", thr] + ([] if args.chunk_mb is None else ["--chunk-mb", str(args.chunk_mb)])
     if args.buffer_mb is not None:
         imp_flags += ["--buffer-mb", f"{args.buffer_mb:g}"]
     if args.precision is not None:
@@ -226,15 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         [("vcfbert-fast vote", "vote", "vote")] if args.vote else []
     )
     for label, m, name in rows:
-        step(f"impute --model {'vote' if m == 'vote' else Path(m).name} ({args.chunk_mb:g} Mb chunks)")
+        step(f"impute --model {'vote' if m == 'vote' else Path(m).name} (--chunk-mb {args.chunk_mb or 'auto'})")
         dst = out / f"{name}.vcf.gz"
         cmd = ["impute", "--ref", ref, "--target", target, "--model", m, "--out", str(dst)]
         cmd += ["--populations", str(sim.panel_txt), "--no-progress", *imp_flags]
         runs[label] = bb.timed(py + cmd, out / "logs" / f"{name}.time", output=dst)
         imputed[label] = str(dst)
         log = (out / "logs" / f"{name}.time").read_text(errors="replace")
-        chunks = re.search(r"(\d+) chunk\(s\)", log)
-        runs["notes"].append(f"{label}: {chunks.group(1) if chunks else 'an unlogged number of'} chunk(s).")
+        chunks = re.search(r"(\d+ chunk\(s\)(?: of [\d.]+ Mb)?)", log)
+        runs["notes"].append(f"{label}: {chunks.group(1) if chunks else 'an unlogged number of chunk(s)'}.")
         # /usr/bin/time reports the largest process of the tree; impute's last line tells its own
         # peak apart from the Beagle pre-phase's (Java)
         own = re.search(r"peak RSS ([\d.]+) GiB(?: \(Beagle pre-phase ([\d.]+) GiB\))?", log)

@@ -50,6 +50,32 @@ def test_chunks_partition_the_sites_and_buffers_hold_the_cores(rng):
     assert len(one) == 1 and one[0].core == one[0].span == (0, pos.size)
 
 
+def test_auto_chunks_keep_each_span_within_the_genotype_budget(rng):
+    """``--chunk-mb auto``: one chunk while sites x targets fit the budget; else equal cores, as few
+    as keep every span's genotypes (at an even site density) within it, never under the floor."""
+    from vcfbert_fast.imputation.chunks import MIN_AUTO_CHUNK_MB, auto_chunk_mb
+
+    length = int(rng.integers(5, 40)) * 1_000_000
+    pos = np.unique(rng.integers(1, length, size=int(rng.integers(2_000, 20_000))))
+    n_sites, buffer_mb = pos.size, float(rng.uniform(0.1, 2.0))
+    assert auto_chunk_mb(pos, 10, None, buffer_mb, budget=n_sites * 10) is None  # fits exactly: one chunk
+    for n_targets in (int(rng.integers(11, 200)), int(rng.integers(200, 5_000))):
+        budget = n_sites * 10
+        mb = auto_chunk_mb(pos, n_targets, None, buffer_mb, budget=budget)
+        chunks = plan_chunks(pos, "20", None, mb, buffer_mb)
+        cores = [(c.bp[1] - c.bp[0]) / 1e6 for c in chunks]
+        assert max(cores) - min(cores) <= 1e-6 + 1 / 1e6 * len(chunks) or len(chunks) == 1  # equal cores
+        per_mb = n_sites / ((pos[-1] + 1 - pos[0]) / 1e6)
+        if budget / n_targets / per_mb - 2 * buffer_mb >= MIN_AUTO_CHUNK_MB:  # above the floor, a span holds at most the budget...
+            assert (mb + 2 * buffer_mb) * per_mb * n_targets <= budget * (1 + 1e-6)
+            # ...and one chunk fewer would not
+            fewer = (pos[-1] + 1 - pos[0]) / 1e6 / (len(chunks) - 1) if len(chunks) > 1 else None
+            assert fewer is None or (fewer + 2 * buffer_mb) * per_mb * n_targets > budget
+        else:  # at the floor: cores of at least the floor, as many as fit
+            assert mb >= MIN_AUTO_CHUNK_MB - 1e-6
+            assert len(chunks) <= max(1, int((pos[-1] + 1 - pos[0]) // 1e6))
+
+
 def test_region_parsing_and_limits(rng):
     assert parse_region("20:1,000-2,000") == ("20", 1000, 2000)
     assert parse_region("chr20") == ("chr20", 1, 2**62)
@@ -225,12 +251,41 @@ def test_target_calls_of_a_span_equal_the_slice_of_the_whole(rng):
     for lo, hi in [(0, n_sites), (0, 1), (7, 31), (int(rng.integers(0, 59)), 60), (20, 20)]:
         part = TargetCalls.from_alignment(target, alignment, n_sites, unph, span=(lo, hi))
         want = slice_calls(whole, lo, hi)
-        for name in ("calls", "typed", "phased_in", "unphased"):
+        for name in ("typed", "typed_sites", "typed_calls", "typed_phased", "typed_unphased"):
             np.testing.assert_array_equal(getattr(part, name), getattr(want, name), err_msg=f"{name} [{lo}, {hi})")
-        np.testing.assert_array_equal(part.model_calls(slice(None)), want.model_calls(slice(None)))
-    # the model's calls: the input calls, with both alleles of an unphased het unknown
-    mc = whole.model_calls(np.arange(n_sites))
+        for view in ("calls", "model_calls", "unphased"):
+            got = getattr(part, view)(slice(None))
+            np.testing.assert_array_equal(got, getattr(whole, view)(slice(lo, hi)), err_msg=f"{view} [{lo}, {hi})")
+    # the dense views against the target's records, by loops: input alleles (swapped where the
+    # alignment says) at the panel site each record types, -1 elsewhere; the model's calls with
+    # both alleles of an unphased het unknown
+    calls, mc, un = whole.calls(slice(None)), whole.model_calls(np.arange(n_sites)), whole.unphased(slice(None))
+    at = {int(p): t for t, p in enumerate(panel_index) if p >= 0}
     for s in range(n_samp):
         for m in range(n_sites):
-            expect = [-1, -1] if whole.unphased[s, m] else list(whole.calls[s, :, m])
-            assert list(mc[s, :, m]) == expect, (s, m)
+            t = at.get(m)
+            given = [-1, -1] if t is None else [
+                (1 - a if alignment.swap[t] and a >= 0 else a) for a in alleles[s, :, t].tolist()
+            ]
+            assert list(calls[s, :, m]) == given, (s, m)
+            assert bool(un[s, m]) == (t is not None and bool(unph[s, t])), (s, m)
+            assert list(mc[s, :, m]) == ([-1, -1] if un[s, m] else given), (s, m)
+    idx = np.sort(rng.choice(n_sites, size=9, replace=False))  # index arrays give the same columns
+    np.testing.assert_array_equal(whole.calls(idx), calls[:, :, idx])
+
+
+def test_chunk_mb_argument_takes_auto_or_a_number(capsys):
+    """``--chunk-mb auto`` (the default) or megabases; anything else is argparse's one-line usage error."""
+    import argparse
+
+    from vcfbert_fast.impute import add_arguments, chunk_argument
+
+    assert chunk_argument("auto") == "auto" and chunk_argument(" AUTO ") == "auto"
+    assert chunk_argument("7.5") == 7.5
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--ref", "r", "--target", "t", "--model", "m", "--out", "o.vcf.gz"]
+    assert parser.parse_args(base).chunk_mb == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--chunk-mb", "big"])
+    assert "'big' is not a number of megabases or 'auto'" in capsys.readouterr().err

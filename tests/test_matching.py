@@ -108,6 +108,12 @@ def test_precomputed_donors_equal_per_call_and_reference_rows_are_respected(rng)
     pre = r.site_donors(1, np.arange(10))
     assert torch.equal(per_call.rows, pre.rows) and torch.equal(per_call.left, pre.left)
     assert set(pre.rows.unique().tolist()) <= set(rows.tolist())  # only the given reference rows
+    # found a few queries per call (as imputation does, 256 at a time) and kept in 16 bits: the same
+    cache = r._cache["all"]
+    assert cache.dtype == torch.int16
+    for block in (1, 3, 7):
+        r.set_queries(q, precompute=False)
+        assert torch.equal(r._precompute(None, block=block).long(), cache.long())
 
 
 def test_vote_features_and_tokens_by_hand(rng):

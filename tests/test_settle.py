@@ -27,7 +27,7 @@ def setup(small_sim, tmp_path_factory):
     tc = TargetCalls.from_alignment(
         target, align_target(target, panel), panel.n_sites, unphased_hets(target.alleles, target.phased)
     )
-    tc.calls[1, 0, np.flatnonzero(tc.typed)[:3]] = -1  # missing input calls: sites a haplotype needs
+    tc.typed_calls[1, 0, :3] = -1  # missing input calls at three typed sites: sites a haplotype needs
     tables = model_tables(panel, state, target.samples, None, None)
     return panel, model, tables, tc
 
@@ -48,7 +48,7 @@ def _run(panel, model, tables, tc, settle, batch_size=3):
 
 
 def _needed(tc) -> np.ndarray:
-    return (tc.calls < 0).transpose(2, 0, 1)  # [M, S, 2]: no input call, so the dosage is written
+    return (tc.calls(slice(None)) < 0).transpose(2, 0, 1)  # [M, S, 2]: no input call, so the dosage is written
 
 
 def test_never_settled_equals_the_model_everywhere(setup, rng):

@@ -129,6 +129,18 @@ def settle_argument(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'off'") from None
 
 
+def chunk_argument(text: str) -> float | str:
+    """``--chunk-mb``: ``auto`` or a number (range-checked by ``impute``)."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabases or 'auto'") from None
+
+
 def check_overlap(model_path: str, state: dict, overlap: int | None) -> None:
     """Refuse an ``--overlap`` the checkpoint's windows cannot hold (never clipped silently)."""
     if overlap is None:
@@ -162,7 +174,7 @@ def impute(
     min_r2: float | None = None,
     sites_path: str | None = None,
     region: str | None = None,
-    chunk_mb: float | None = None,
+    chunk_mb: float | str | None = "auto",
     buffer_mb: float = DEFAULT_BUFFER_MB,
     resume: bool = False,
     precision: str = "auto",
@@ -175,7 +187,9 @@ def impute(
     ``output_type`` (v/z/b, None: from the name), ``format_fields`` ("GT,DS"...), ``min_r2`` and
     ``sites_path``: the output options (``vcf_writer.write_imputed_vcf``).
     ``region`` ("CHR:START-END"), ``chunk_mb`` / ``buffer_mb``: impute chunk by chunk
-    (``imputation/chunks.py``); ``resume``: keep the chunks an interrupted run finished. Under
+    (``imputation/chunks.py``; ``"auto"``: cores sized so that a chunk's sites x targets stay
+    within ``chunks.CHUNK_GENOTYPES``, None: one chunk); ``resume``: keep the chunks an interrupted
+    run finished. Under
     torchrun the chunks are shared among the ranks and rank 0 joins them. ``precision``: auto, fp32
     or bf16 (``devices.inference_dtype``). ``settle``: a target haplotype whose PBWT donors' vote is
     at least this sure at every site a window imputes for it takes the vote there, and the model runs
@@ -183,7 +197,7 @@ def impute(
     Returns a summary dict (sites, samples, timings, sites/s, output paths; ``qc``: allele QC action ->
     target records, each listed in ``qc_file``).
     """
-    from .imputation.chunks import parse_region, plan_chunks
+    from .imputation.chunks import AUTO, auto_chunk_mb, parse_region, plan_chunks
     from .io import align_target, read_panel
     from .io.vcf_output import output_type as resolve_output_type
     from .training.distributed import join_process_group, leave_process_group
@@ -207,8 +221,10 @@ def impute(
         **output_options,
     )
     region_t = parse_region(region)
-    if chunk_mb is not None and not (isinstance(chunk_mb, numbers.Real) and 0 < chunk_mb < float("inf")):
-        raise InputError(None, f"--chunk-mb {chunk_mb} must be a number of megabases > 0", "e.g. --chunk-mb 10")
+    if chunk_mb not in (None, AUTO) and not (
+        isinstance(chunk_mb, numbers.Real) and not isinstance(chunk_mb, bool) and 0 < chunk_mb < float("inf")
+    ):
+        raise InputError(None, f"--chunk-mb {chunk_mb} must be a number of megabases > 0, or auto", "e.g. --chunk-mb 10")
     if not (isinstance(buffer_mb, numbers.Real) and 0 <= buffer_mb < float("inf")):
         raise InputError(None, f"--buffer-mb {buffer_mb} must be a number of megabases >= 0", "e.g. --buffer-mb 2")
     check_settle(settle)
@@ -222,7 +238,7 @@ def impute(
     try:
         # 1. inputs
         panel = read_panel(ref_path, panel_file, progress=progress and ctx.main)
-        chunks = plan_chunks(panel.positions, panel.contig, region_t, chunk_mb, buffer_mb)
+        plan_chunks(panel.positions, panel.contig, region_t, None, buffer_mb)  # a bad --region fails now
         vote = model_path == VOTE
         model, state = (None, None) if vote else load_model(model_path, panel, dev)
         if not vote:
@@ -231,6 +247,9 @@ def impute(
         target, unph, prephased_path = _read_and_phase(
             target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx, panel
         )
+        if chunk_mb == AUTO:  # sized by the targets: the chunk, not the chromosome, sets the memory
+            chunk_mb = auto_chunk_mb(panel.positions, len(target.samples), region_t, buffer_mb)
+        chunks = plan_chunks(panel.positions, panel.contig, region_t, chunk_mb, buffer_mb)
         # 3. align
         alignment = align_target(target, panel)
         say(ctx, f"alignment: {alignment.summary()}")
@@ -435,7 +454,8 @@ class _Run:
         return 32 if self.vote else int((self.state.get("train_config") or {}).get("k", 0))
 
     def describe(self, threads: int, chunks, region) -> str:
-        where = f"{len(chunks)} chunk(s)" + (f" in {region[0]}:{region[1]}-{region[2]}" if region else "")
+        size = "" if len(chunks) < 2 else f" of {(chunks[0].bp[1] - chunks[0].bp[0]) / 1e6:g} Mb"
+        where = f"{len(chunks)} chunk(s){size}" + (f" in {region[0]}:{region[1]}-{region[2]}" if region else "")
         if self.vote:
             return f"model: vote of K=32 PBWT donors per site (no checkpoint); {where}; {len(self.target.samples)} targets"
         mc, tc = self.state["model_config"], dict(self.state.get("train_config") or {})
@@ -619,9 +639,11 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--chunk-mb",
-        type=float,
-        default=None,
-        help="impute in chunks of this many Mb (default: one chunk); the dosages and calls in flight are then one chunk's",
+        type=chunk_argument,
+        default="auto",
+        metavar="MB",
+        help="impute in chunks of this many Mb: the dosages and calls in flight are one chunk's (default "
+        "auto: one chunk while the sites x targets fit ~150M genotypes, ~2 GB; else equal chunks that do)",
     )
     parser.add_argument(
         "--buffer-mb",

@@ -181,7 +181,7 @@ class PbwtRetriever(Retriever):
         self.typed: np.ndarray | None = None
         self.ref_bits: torch.Tensor | None = None
         self.query: torch.Tensor | None = None
-        self._cache: dict[str, torch.Tensor] = {}  # "all": every query's donors [Q, P, K] int32 internal rows
+        self._cache: dict[str, torch.Tensor] = {}  # "all": every query's donors [Q, P, K] (int16/int32 internal rows)
 
     # ------------------------------------------------------------------ index and queries
     def set_markers(self, typed_sites: np.ndarray) -> None:
@@ -223,16 +223,19 @@ class PbwtRetriever(Retriever):
         if precompute:
             self._cache = {"all": self._precompute(exclude)}
 
-    def _precompute(self, exclude, block: int = PRECOMPUTE_BLOCK) -> torch.Tensor:
-        """Every query's donors at every point, int32 ``[Q, P, K]`` internal rows, found ``block``
-        queries per call: the op's int64 rows and int32 run lengths for all queries at once would be
-        16 bytes per query, point and donor (1.9 GB for 2,000 haplotypes x 1,863 points x 32), where
-        the kept rows take 4. Each call sweeps the index again, a small cost beside the queries."""
+    def _precompute(self, exclude, block: int | None = None) -> torch.Tensor:
+        """Every query's donors at every point, ``[Q, P, K]`` internal rows (int16 for panels of
+        up to 32,767 haplotypes, else int32), found ``block`` queries per call: the op's int64 rows
+        and int32 run lengths for all queries at once would be 16 bytes per query, point and donor
+        (1.9 GB for 2,000 haplotypes x 1,863 points x 32), where the kept rows take 2. Each call
+        sweeps the index again, a small cost beside the queries."""
         n_q = self.query.shape[0]
         ex = self._exclude_internal(exclude, n_q)
         pts = torch.from_numpy(self.points)
         kk = self._k_for(ex, None)
-        out = torch.empty((n_q, pts.numel(), kk), dtype=torch.int32)
+        small = self.n_references <= torch.iinfo(torch.int16).max
+        out = torch.empty((n_q, pts.numel(), kk), dtype=torch.int16 if small else torch.int32)
+        block = block or PRECOMPUTE_BLOCK
         for q0 in range(0, n_q, block):
             ids = torch.arange(q0, min(n_q, q0 + block))
             out[q0 : q0 + ids.numel()] = self._donors_at(ids, pts, ex[q0 : q0 + ids.numel()], kk)

@@ -71,6 +71,9 @@ class ImputedSites:
     ``P(0)=(1-p1)(1-p2), P(1)=p1(1-p2)+p2(1-p1), P(2)=p1 p2``, computed per block of records.
     ``gp_het`` [M, S] bool (optional): genotypes whose GP is ``0,1,0`` whatever ``hds`` says (an
     unphased input het, HDS 0.5 each).
+    ``gt``, ``phased`` and ``gp_het`` are read a block of rows at a time (``x[rows]``), so any
+    object indexed so will do: ``impute`` passes ``imputation.calls.TypedOverlay``, which stores
+    them at the typed sites only.
     ``imputed`` [M] bool: True for sites the model filled in (INFO IMP), False for typed ones.
     ``filled`` [M] int (optional): at a typed site, the samples whose input call was (partly)
     missing and is the model's (INFO ``IMPFILL``, declared only when a site has one).

@@ -23,7 +23,23 @@ import numpy as np
 from ..errors import InputError
 from .calls import FinalCalls, TargetCalls
 
-__all__ = ["Chunk", "parse_region", "plan_chunks", "slice_calls", "slice_final", "slice_panel"]
+__all__ = [
+    "AUTO",
+    "Chunk",
+    "auto_chunk_mb",
+    "parse_region",
+    "plan_chunks",
+    "slice_calls",
+    "slice_final",
+    "slice_panel",
+]
+
+AUTO = "auto"  # --chunk-mb auto (the default): cores sized by the genotype budget below
+# Sites x targets one chunk's span may hold under --chunk-mb auto. A chunk holds ~14 bytes per
+# genotype of its span (HDS 8, the target's calls and flags 4, the donors ~2; BENCHMARKS.md
+# "Chromosome scale"), so ~2 GB, beside the panel's 1 byte per haplotype x site.
+CHUNK_GENOTYPES = 150_000_000
+MIN_AUTO_CHUNK_MB = 1.0  # below this the buffers' repeated work would outweigh the cores'
 
 _REGION = re.compile(r"^(?P<chrom>[^:\s]+)(?::(?P<start>[\d,]+)?-(?P<end>[\d,]+)?)?$")
 
@@ -71,6 +87,32 @@ def _same_contig(a: str, b: str) -> bool:
         return c[3:] if c.lower().startswith("chr") else c
 
     return strip(a) == strip(b)
+
+
+def auto_chunk_mb(
+    positions: np.ndarray,
+    n_targets: int,
+    region: tuple[str, int, int] | None = None,
+    buffer_mb: float = 2.0,
+    budget: int = CHUNK_GENOTYPES,
+) -> float | None:
+    """``--chunk-mb auto``: None (one chunk) when the region's sites x targets fit ``budget``; else
+    equal cores, as few as keep a span (core + two buffers, at the region's mean site density)
+    within it, and never under ``MIN_AUTO_CHUNK_MB``. More targets, shorter chunks: peak memory is
+    set by the chunk, not by the chromosome."""
+    pos = np.asarray(positions, dtype=np.int64)
+    if region is not None:
+        pos = pos[(pos >= region[1]) & (pos <= region[2])]
+    if pos.size == 0 or pos.size * max(1, n_targets) <= budget:
+        return None
+    length = int(pos[-1]) + 1 - int(pos[0])  # bp
+    per_mb = pos.size / (length / 1e6)
+    core = budget / max(1, n_targets) / per_mb - 2 * buffer_mb
+    if core < MIN_AUTO_CHUNK_MB:  # at the floor: as many cores of at least the floor as fit
+        n = max(1, int(length // (MIN_AUTO_CHUNK_MB * 1e6)))
+    else:
+        n = int(np.ceil(length / (core * 1e6)))
+    return -(-length // n) / 1e6  # bp per core, rounded up so that n cores cover the region
 
 
 def plan_chunks(
@@ -135,13 +177,7 @@ def slice_panel(panel, lo: int, hi: int):
 
 def slice_calls(tc: TargetCalls, lo: int, hi: int) -> TargetCalls:
     """``tc`` restricted to panel sites ``[lo, hi)`` (views, no copies)."""
-    sl = slice(lo, hi)
-    return TargetCalls(
-        calls=tc.calls[:, :, sl],
-        typed=tc.typed[sl],
-        phased_in=tc.phased_in[:, sl],
-        unphased=tc.unphased[:, sl],
-    )
+    return tc.sliced(lo, hi)
 
 
 def slice_final(fc: FinalCalls, a: int, b: int) -> FinalCalls:

@@ -46,7 +46,7 @@ class _Donors:
         self.retriever = PbwtRetriever(
             panel, tables.freqs, tables.layout, None, k=tables.k, group=tables.group, seed=tables.seed
         )
-        typed = np.flatnonzero(tc.typed)
+        typed = tc.typed_sites
         self.retriever.set_markers(typed)
         t1 = time.perf_counter()
         q = tc.model_calls(typed).reshape(2 * tc.n_samples, typed.size)  # rows 2s, 2s + 1
@@ -138,7 +138,7 @@ def _settled_window(model, panel, tables, tc, donors, w, keep, hds, dev, batch_s
     sites = sl.start + keep
     n_samp = tc.n_samples
     flat = hds.reshape(hds.shape[0], 2 * n_samp)  # a view: column 2 s + j
-    need = torch.from_numpy(tc.calls[:, :, sites].reshape(2 * n_samp, -1) < 0)  # [2S, c]
+    need = torch.from_numpy(tc.calls(sites).reshape(2 * n_samp, -1) < 0)  # [2S, c]
     open_rows: list[np.ndarray] = []
     open_donors: list = []
     n_model = 0
