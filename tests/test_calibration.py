@@ -63,7 +63,9 @@ def _grid_fit(z, y, bias=True):
 
 def test_fit_recovers_known_temperature_per_class(rng):
     # class 4 ([0.05, 0.2)): T 2.5; class 5 ([0.2, 0.5]): T 0.5
-    z1, y1 = _draw(rng, 20_000, 2.5, 0.0)
+    # T 2.5 flattens the logits, so its maximum-likelihood estimate spreads widely: 80k draws
+    # keep it within 8 % of the truth (at 20k one seed in ~20 fell 6 % off)
+    z1, y1 = _draw(rng, 80_000, 2.5, 0.0)
     z2, y2 = _draw(rng, 20_000, 0.5, 0.0, scale=2.0)
     z, y = np.concatenate([z1, z2]), np.concatenate([y1, y2])
     af = np.concatenate([np.full(z1.size, 0.9), np.full(z2.size, 0.3)])  # MAF 0.1 (ALT the major) and 0.3
@@ -76,7 +78,7 @@ def test_fit_recovers_known_temperature_per_class(rng):
     assert c4["n_alt"] == int(y1.sum()) and not c4["pooled"] and not c5["pooled"]
     assert c4["temperature"] == pytest.approx(_grid_fit(z1, y1, bias=False)[0], rel=0.01)
     assert c5["temperature"] == pytest.approx(_grid_fit(z2, y2, bias=False)[0], rel=0.01)
-    assert c4["temperature"] == pytest.approx(2.5, rel=0.05) and c5["temperature"] == pytest.approx(
+    assert c4["temperature"] == pytest.approx(2.5, rel=0.08) and c5["temperature"] == pytest.approx(
         0.5, rel=0.05
     )
     assert c4["bias"] == 0.0 and c5["bias"] == 0.0  # temperature only (FIT_BIAS)

@@ -253,6 +253,11 @@ def test_prephase_beagle(small_sim, tmp_path):
     out = str(tmp_path / "pp.vcf.gz")
     s = impute(small_sim.ref_vcf, target, ckpt, out, prephase="beagle", progress=False)
     assert s["prephased"] and s["unphased_hets"] == 0
+    import resource  # the peaks reported: this process's so far, and Java's (a child's) when it ended
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    assert 0.05 < s["peak_rss_gib"] <= own + 1e-3
+    assert 0.02 < s["prephase_peak_rss_gib"] <= resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20 + 1e-3
     tin = {(v.POS, v.REF): v.genotype.array().copy() for v in cyvcf2.VCF(target)}
     n = 0
     for r in cyvcf2.VCF(out):

@@ -247,6 +247,8 @@ def impute(
         target, unph, prephased_path = _read_and_phase(
             target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx, panel
         )
+        # read now: later children (bcftools, tabix) would report this process's size as theirs
+        prephase_rss = peak_rss_gib()[1] if prephased_path and ctx.main else None
         if chunk_mb == AUTO:  # sized by the targets: the chunk, not the chromosome, sets the memory
             chunk_mb = auto_chunk_mb(panel.positions, len(target.samples), region_t, buffer_mb)
         chunks = plan_chunks(panel.positions, panel.contig, region_t, chunk_mb, buffer_mb)
@@ -307,7 +309,7 @@ def impute(
     finally:
         leave_process_group(ctx, synchronise=ok)
     total = time.perf_counter() - t0
-    rss_self, rss_children = peak_rss_gib()
+    rss_self, _ = peak_rss_gib()
     summary = {
         **written,
         "alignment": alignment.summary(),
@@ -333,7 +335,7 @@ def impute(
         "haplotype_windows": run.stats.get("haplotype_windows", 0),
         "model_haplotype_windows": run.stats.get("model_haplotype_windows", 0),
         "peak_rss_gib": rss_self,  # this process (None where the platform does not tell)
-        "prephase_peak_rss_gib": rss_children if prephased_path and ctx.main else None,  # Beagle's Java
+        "prephase_peak_rss_gib": prephase_rss,  # Beagle's Java (at least this process's size when it started)
     }
     if ctx.main:
         print(qc_line(written["qc"], written["qc_file"]), file=sys.stderr)
@@ -352,7 +354,8 @@ def peak_rss_gib() -> tuple[float | None, float | None]:
     """Peak resident memory so far, GiB: ``(this process, its largest finished child)``.
 
     Told apart because ``/usr/bin/time`` reports the larger of the two: the Beagle pre-phase is a
-    child. (None, None) where ``resource`` is missing (Windows)."""
+    child. Linux carries a process's peak across exec, so a child's figure is at least this
+    process's size when it was started. (None, None) where ``resource`` is missing (Windows)."""
     try:
         import resource
     except ImportError:
