@@ -117,28 +117,24 @@ def check_settle(settle) -> None:
         )
 
 
-def settle_argument(text: str) -> float | None:
-    """``--settle-by-vote``: ``off`` or a number (range-checked by ``check_settle``)."""
-    import argparse
+def _number_or(word: str, value, what: str):
+    """An argparse type: ``word`` (any case) -> ``value``, else a float (range-checked later)."""
 
-    if text.strip().lower() == "off":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'off'") from None
+    def parse(text: str):
+        import argparse
+
+        if text.strip().lower() == word:
+            return value
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} or {word!r}") from None
+
+    return parse
 
 
-def chunk_argument(text: str) -> float | str:
-    """``--chunk-mb``: ``auto`` or a number (range-checked by ``impute``)."""
-    import argparse
-
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megabases or 'auto'") from None
+settle_argument = _number_or("off", None, "a number")  # --settle-by-vote (check_settle: the range)
+chunk_argument = _number_or("auto", "auto", "a number of megabases")  # --chunk-mb (impute: the range)
 
 
 def check_overlap(model_path: str, state: dict, overlap: int | None) -> None:

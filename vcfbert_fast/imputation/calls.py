@@ -53,10 +53,8 @@ class TargetCalls:
     def _at(self, cols) -> tuple[np.ndarray, np.ndarray, int]:
         """``(positions in cols, columns of typed_*, n)`` of the typed sites among ``cols``."""
         idx = np.arange(self.typed.size)[cols] if isinstance(cols, slice) else np.asarray(cols, dtype=np.int64)
-        j = np.searchsorted(self.typed_sites, idx)
-        hit = j < self.typed_sites.size
-        hit[hit] = self.typed_sites[j[hit]] == idx[hit]
-        return np.flatnonzero(hit), j[hit], int(idx.size)
+        at, j = _find(self.typed_sites, idx)
+        return at, j, int(idx.size)
 
     def calls(self, cols) -> np.ndarray:
         """int8 ``[S, 2, n]``: the input calls at sites ``cols`` (a slice or indices), -1 untyped."""
@@ -79,16 +77,13 @@ class TargetCalls:
         out[:, at] = self.typed_unphased[:, j]
         return out
 
-    def sliced(self, lo: int, hi: int) -> TargetCalls:
-        """The calls of sites ``[lo, hi)`` (views of the typed arrays)."""
-        a, b = np.searchsorted(self.typed_sites, [lo, hi])
-        return TargetCalls(
-            self.typed[lo:hi],
-            self.typed_sites[a:b] - lo,
-            self.typed_calls[:, :, a:b],
-            self.typed_phased[:, a:b],
-            self.typed_unphased[:, a:b],
-        )
+
+def _find(rows: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(at, j)``: the positions in ``idx`` whose value is in the sorted ``rows``, and where in ``rows``."""
+    j = np.searchsorted(rows, idx)
+    hit = j < rows.size
+    hit[hit] = rows[j[hit]] == idx[hit]
+    return np.flatnonzero(hit), j[hit]
 
 
 class TypedOverlay:
@@ -120,9 +115,8 @@ class TypedOverlay:
             return TypedOverlay(b - a, self.base, self.rows[lo:hi] - a, self.values[lo:hi], self.offset + a)
         idx = np.asarray(key, dtype=np.int64).reshape(-1)
         out = self.base(idx + self.offset)
-        at = np.searchsorted(self.rows, idx).clip(0, max(self.rows.size - 1, 0))
-        hit = (self.rows[at] == idx) if self.rows.size else np.zeros(idx.size, dtype=bool)
-        out[hit] = self.values[at[hit]]
+        at, j = _find(self.rows, idx)
+        out[at] = self.values[j]
         return out
 
     def dense(self) -> np.ndarray:
@@ -133,8 +127,8 @@ class TypedOverlay:
 class FinalCalls:
     """What is written per panel site and sample: ``hds`` float32 ``[M, S, 2]``; ``gt`` (int8
     ``[M, S, 2]``) and ``phased`` (bool ``[M, S]``) as :class:`TypedOverlay`: at imputed sites GT is
-    ``hds > 0.5`` and phased, so only the typed sites' are stored; ``unphased_het`` bool ``[M, S]``:
-    an unphased input het, whose GP is ``0,1,0`` (every other GP follows from ``hds``, so the writer
+    ``hds > 0.5`` and phased, so only the typed sites' are stored; ``unphased_het`` (bool ``[M, S]``,
+    a :class:`TypedOverlay` too, False at imputed sites): an unphased input het, whose GP is ``0,1,0`` (every other GP follows from ``hds``, so the writer
     computes it per block: a float64 ``[M, S, 3]`` array would be 24 bytes per genotype);
     ``filled`` int64 ``[M]``: at typed sites, the samples whose input call had a missing allele the
     model filled (0 at imputed sites)."""

@@ -176,8 +176,15 @@ def slice_panel(panel, lo: int, hi: int):
 
 
 def slice_calls(tc: TargetCalls, lo: int, hi: int) -> TargetCalls:
-    """``tc`` restricted to panel sites ``[lo, hi)`` (views, no copies)."""
-    return tc.sliced(lo, hi)
+    """``tc`` restricted to panel sites ``[lo, hi)`` (views of its typed arrays, no copies)."""
+    a, b = np.searchsorted(tc.typed_sites, [lo, hi])
+    return TargetCalls(
+        tc.typed[lo:hi],
+        tc.typed_sites[a:b] - lo,
+        tc.typed_calls[:, :, a:b],
+        tc.typed_phased[:, a:b],
+        tc.typed_unphased[:, a:b],
+    )
 
 
 def slice_final(fc: FinalCalls, a: int, b: int) -> FinalCalls:

@@ -100,63 +100,59 @@ def prephase_input_path(out_path: str, role: str = "input") -> str:
     return os.path.join(head, f".{name}.prephase-{role}-{os.getpid()}.vcf.gz")
 
 
-def write_panel_coded(path: str, target, alignment, panel) -> int:
-    """Write (BGZF VCF, GT only) the target's sites that type a panel site, in the panel's coding:
-    the panel's REF/ALT, alleles 0<->1 swapped where ``alignment.swap``; excluded and absent sites
-    left out. Returns the sites written."""
+def _write_gt_vcf(path: str, panel, samples, sites: np.ndarray, gt_block) -> int:
+    """A BGZF VCF, GT only, of panel sites ``sites`` (the panel's CHROM/POS/ID/REF/ALT) for
+    ``samples``: ``gt_block(b0, b1)`` gives rows ``[b0, b1)`` of ``sites`` as uint8 ``[b, S, 4]``
+    ("\ta|b" per sample), a block at a time so that no whole file is held as text."""
     from ..io.bgzf import BgzfWriter
 
-    used = np.flatnonzero(alignment.panel_index >= 0)
-    j = alignment.panel_index[used]
-    a = target.alleles[:, :, used]  # [S, 2, U]
-    swap = alignment.swap[used][None, None, :]
-    a = np.where((a >= 0) & swap, 1 - a, a)
-    gt = np.empty((used.size, target.alleles.shape[0], 4), dtype=np.uint8)  # "\ta|b" per sample
-    gt[..., 0] = 9
-    gt[..., 1] = np.where(a[:, 0] < 0, 46, 48 + a[:, 0]).T
-    gt[..., 2] = np.where(target.phased[:, used], 124, 47).T
-    gt[..., 3] = np.where(a[:, 1] < 0, 46, 48 + a[:, 1]).T
     head = [
         "##fileformat=VCFv4.2",
         f"##contig=<ID={panel.contig}>",
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(target.samples),
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(samples),
     ]
     with BgzfWriter(path) as w:
         w.write(("\n".join(head) + "\n").encode())
-        for row, k in enumerate(j.tolist()):
-            site = f"{panel.contig}\t{int(panel.positions[k])}\t{panel.ids[k]}\t{panel.ref[k]}\t{panel.alt[k]}"
-            w.write(f"{site}\t.\tPASS\t.\tGT".encode() + gt[row].tobytes() + b"\n")
-    return int(used.size)
+        for b0 in range(0, sites.size, 256):
+            gt = gt_block(b0, min(sites.size, b0 + 256))
+            for row, k in enumerate(sites[b0 : b0 + 256].tolist()):
+                site = f"{panel.contig}\t{int(panel.positions[k])}\t{panel.ids[k]}\t{panel.ref[k]}\t{panel.alt[k]}"
+                w.write(f"{site}\t.\tPASS\t.\tGT".encode() + gt[row].tobytes() + b"\n")
+    return int(sites.size)
+
+
+def write_panel_coded(path: str, target, alignment, panel) -> int:
+    """Write (BGZF VCF, GT only) the target's sites that type a panel site, in the panel's coding:
+    the panel's REF/ALT, alleles 0<->1 swapped where ``alignment.swap``; excluded and absent sites
+    left out. Returns the sites written."""
+    used = np.flatnonzero(alignment.panel_index >= 0)
+    a = target.alleles[:, :, used]  # [S, 2, U]
+    swap = alignment.swap[used][None, None, :]
+    a = np.where((a >= 0) & swap, 1 - a, a)
+    gt = np.empty((used.size, target.alleles.shape[0], 4), dtype=np.uint8)
+    gt[..., 0] = 9
+    gt[..., 1] = np.where(a[:, 0] < 0, 46, 48 + a[:, 0]).T
+    gt[..., 2] = np.where(target.phased[:, used], 124, 47).T
+    gt[..., 3] = np.where(a[:, 1] < 0, 46, 48 + a[:, 1]).T
+    return _write_gt_vcf(path, panel, target.samples, alignment.panel_index[used], lambda b0, b1: gt[b0:b1])
 
 
 def write_panel_at(path: str, panel, sites: np.ndarray) -> int:
     """Write (BGZF VCF, phased GT only) the panel's haplotypes at panel sites ``sites`` (sorted).
 
-    The pre-phase hands Beagle this panel at the target's sites rather than the whole panel:
-    phasing reads the reference only at target markers, and parsing every panel site was most of
-    the step (at 176k panel sites, 11.8k typed: BENCHMARKS.md). Returns the sites written."""
-    from ..io.bgzf import BgzfWriter
-
+    The pre-phase hands Beagle this panel at the target's sites: phasing reads the reference at
+    target markers only, so the phased calls are those against the whole panel (tested), and Java
+    parses and holds 1 panel site in 15. Returns the sites written."""
     sites = np.asarray(sites, dtype=np.int64)
-    head = [
-        "##fileformat=VCFv4.2",
-        f"##contig=<ID={panel.contig}>",
-        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(panel.samples),
-    ]
-    n_samp = panel.n_samples
-    with BgzfWriter(path) as w:
-        w.write(("\n".join(head) + "\n").encode())
-        for b0 in range(0, sites.size, 256):  # a block of sites at a time: never the panel as text
-            block = sites[b0 : b0 + 256]
-            hap = panel.haplotypes[:, block].T.reshape(block.size, n_samp, 2)  # [b, S, 2]
-            gt = np.empty((block.size, n_samp, 4), dtype=np.uint8)  # "\ta|b" per sample
-            gt[..., 0], gt[..., 1], gt[..., 2], gt[..., 3] = 9, 48 + hap[..., 0], 124, 48 + hap[..., 1]
-            for row, k in enumerate(block.tolist()):
-                site = f"{panel.contig}\t{int(panel.positions[k])}\t{panel.ids[k]}\t{panel.ref[k]}\t{panel.alt[k]}"
-                w.write(f"{site}\t.\tPASS\t.\tGT".encode() + gt[row].tobytes() + b"\n")
-    return int(sites.size)
+
+    def block(b0: int, b1: int) -> np.ndarray:
+        hap = panel.haplotypes[:, sites[b0:b1]].T.reshape(b1 - b0, panel.n_samples, 2)  # [b, S, 2]
+        gt = np.empty((b1 - b0, panel.n_samples, 4), dtype=np.uint8)
+        gt[..., 0], gt[..., 1], gt[..., 2], gt[..., 3] = 9, 48 + hap[..., 0], 124, 48 + hap[..., 1]
+        return gt
+
+    return _write_gt_vcf(path, panel, panel.samples, sites, block)
 
 
 def prephase_panel_coded(
