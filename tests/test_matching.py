@@ -173,7 +173,8 @@ def test_factored_references_equal_materialised(rng, train):
     batch = {
         "hap_1": d1.tokens()[:, 0],
         "hap_2": d2.tokens()[:, 0],
-        **{f: torch.rand(3, length).expand(3, length) for f in ("pos", "af", "af_p", "ref", "het", "hom")},
+        # a window-grouped batch: every row shares the window's features (the factored contract)
+        **{f: torch.rand(1, length).expand(3, length) for f in ("pos", "af", "af_p", "ref", "het", "hom")},
     }
     batch = {kk: v.contiguous() for kk, v in batch.items()}
     torch.manual_seed(0)

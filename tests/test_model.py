@@ -14,13 +14,16 @@ import pytest
 import torch
 
 from vcfbert_fast.loss import imputation_loss
+from vcfbert_fast.matching import site_table
 from vcfbert_fast.model import (
     BERTFoundationModel,
     BERTWithEmbeddingRAG,
     BERTWithRAG,
     HaplotypeEmbedding,
     ModelConfig,
+    OpenSites,
     count_parameters,
+    lookup_references,
     sinusoidal_table,
 )
 from vcfbert_fast.vocab import ALLELE_0, ALLELE_1, EOS, MASK, PAD, SOS, VOCAB_SIZE
@@ -658,3 +661,91 @@ def test_shared_prior_equals_separate_priors_with_the_same_weights(rag):
         shared.bert.fusion.attention.prior[2].weight.mul_(-3.0)
         moved = shared.forward_logits(x)["hap1_logits"]
     assert (moved - c["hap1_logits"]).abs().max() > 1e-3
+
+
+def factored_donors(b: int, k: int, length: int, agree: float) -> dict:
+    """Factored references (``rag_table`` + donor tokens) with features and alleles, where a share
+    ``agree`` of the (row, site) pairs has every donor carrying one allele (as PBWT donors mostly do)."""
+    x = donor_inputs(b, k, length)
+    x["rag_table"] = torch.randn(length, VOCAB_SIZE, D)
+    for h in ("h1", "h2"):
+        a = x[f"rag_allele_{h}"]
+        same = torch.rand(b, 1, length) < agree
+        a[:] = torch.where(same, a[:, :1], a)
+        tok = a + ALLELE_0
+        tok[..., 0], tok[..., -1] = SOS, EOS
+        x[f"rag_tok_{h}"] = tok
+    return x
+
+
+def test_open_sites_are_where_donors_disagree():
+    b, k, length = 3, 5, 11
+    x = factored_donors(b, k, length, agree=0.6)
+    tok = torch.cat([x["rag_tok_h1"], x["rag_tok_h2"]])
+    alleles = torch.cat([x["rag_allele_h1"], x["rag_allele_h2"]])
+    alleles[0, 1, 1] = 1 - alleles[0, 0, 1]  # an allele that disagrees where the tokens agree: open too
+    tok[0, :, 1] = tok[0, 0, 1]
+    o = OpenSites(tok, alleles)
+    want = [
+        (n, site)
+        for n in range(2 * b)
+        for site in range(length)
+        if len(set(tok[n, :, site].tolist())) > 1 or len(set(alleles[n, :, site].tolist())) > 1
+    ]
+    p = o.size
+    assert list(zip(o.n[:p].tolist(), o.l[:p].tolist())) == want and (0, 1) in want
+    assert o.n.numel() == 64 and bool((o.n[p:] == 2 * b - 1).all())  # padded to a bucket, rows sorted
+    assert torch.equal(o.tok[:p], torch.stack([tok[n, :, site] for n, site in want]))
+    feats = (x["rag_feat_h1"], x["rag_feat_h2"])
+    f = torch.cat(feats)
+    assert torch.equal(o.take(feats)[:p], torch.stack([f[n, :, site] for n, site in want]))
+
+
+def test_open_pairs_are_padded_to_few_sizes():
+    from vcfbert_fast.model import _bucket
+
+    sizes = [_bucket(p) for p in range(1, 20_000)]
+    assert all(s >= p for p, s in zip(range(1, 20_000), sizes)) and sizes[0] == 64
+    assert all(s <= max(64, 1.125 * p) for p, s in zip(range(1, 20_000), sizes))
+    assert len(set(sizes)) <= 8 * 9  # 8 per power of two
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("train", [False, True])
+def test_open_path_equals_materialised_references(shared, train):
+    """Factored references score donors only where they disagree (``OpenSites``); that must give the
+    outputs and gradients of the same references materialised as ``rag_emb`` (dense attention)."""
+    b, k, length = 3, 6, 13
+    cfg = small_config(dropout=0.0, shared_prior=shared, prior_hidden=5)
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=cfg)).train(train)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)  # every weight, the copy head's scores included, gets a say
+    x = {**make_batch(b, length), **factored_donors(b, k, length, agree=0.7)}
+    for key in ("pos", "af"):  # a window-grouped batch: every row shares the window's sites
+        x[key] = x[key][:1].expand(b, length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    outs, grads = [], []
+    for materialised in (False, True):
+        # the layer's own table (at eval the queries' embeddings are looked up from it), new per pass
+        table = site_table(model.bert.embedding, x["pos"][0], x["af"][0])
+        inp = {**x, "rag_table": table}
+        if materialised:
+            for h in ("h1", "h2"):
+                inp[f"rag_emb_{h}"] = lookup_references((table, inp.pop(f"rag_tok_{h}")))
+            del inp["rag_table"]
+        o = model.forward_logits(inp)
+        loss = sum(o[key].float().pow(2).sum() for key in ("hap1_logits", "hap2_logits", "gt_logits"))
+        grads.append(torch.autograd.grad(loss, params, allow_unused=True))
+        outs.append(o)
+    for key in ("hap1_logits", "hap2_logits", "gt_logits", "h1", "h2"):
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5)
+    moved = 0
+    for g_open, g_dense in zip(*grads):
+        if g_dense is None:
+            assert g_open is None or not g_open.abs().any()
+            continue
+        # the dense path's gradient at agreeing donors is zero only up to rounding of large terms
+        torch.testing.assert_close(g_open, g_dense, rtol=1e-3, atol=1e-5 * max(1.0, float(g_dense.abs().max())))
+        moved += int(g_dense.abs().sum() > 0)
+    assert moved > len(params) // 2  # the gradients compared are not all zero

@@ -24,6 +24,7 @@ __all__ = [
     "DonorAttention",
     "HaplotypeEmbedding",
     "ModelConfig",
+    "OpenSites",
     "RAGFusion",
     "TransformerEncoder",
     "count_parameters",
@@ -207,35 +208,101 @@ class DonorAttention(nn.Module):
         """The prior MLP's score of each donor at each site, ``[N, K, L, F] -> [N, K, L]``."""
         return self.prior(feats.to(self.prior[0].weight.dtype)).squeeze(-1)
 
-    def weights(self, x: torch.Tensor, refs, feats: torch.Tensor | None, prior: torch.Tensor | None = None):
-        """``[N, K, L]`` softmax over donors. ``refs``: ``[N, K, L, D]``, or factored as
-        ``(table [L, V, D], tokens [N, K, L])`` (``refs = table[l, tokens]``, never materialised).
-        ``prior``: precomputed ``prior_scores(feats)`` (a shared prior's), else this module's own."""
+    def weights(self, x: torch.Tensor, refs: torch.Tensor, feats: torch.Tensor | None, prior: torch.Tensor | None = None):
+        """``[N, K, L]`` softmax over donors of references ``[N, K, L, D]`` (the dense path; factored
+        references take ``open_weights``). ``prior``: precomputed ``prior_scores(feats)`` (a shared
+        prior's), else this module's own."""
         q = self.q(x)
-        if isinstance(refs, tuple):  # score by token: O(N L V D) instead of O(N K L D)
-            table, tok = refs
-            by_token = torch.einsum("nld,lvd->nlv", q.float(), table.float())
-            score = by_token.gather(2, tok.transpose(1, 2)).transpose(1, 2)
-        else:  # elementwise, not einsum: einsum would permute [N, K, L, D] into a bmm layout (copies)
-            score = (refs * q.to(refs.dtype).unsqueeze(1)).sum(-1).float()
-        score = score * self.scale
-        if feats is not None:
-            if prior is None:
-                prior = self.prior_scores(feats)
-            score = score + (prior + feats.to(prior.dtype) @ self.vote_weight.to(prior.dtype)).float()
-        return torch.softmax(score, dim=1)
+        # elementwise, not einsum: einsum would permute [N, K, L, D] into a bmm layout (copies)
+        score = (refs * q.to(refs.dtype).unsqueeze(1)).sum(-1).float() * self.scale
+        return torch.softmax(self._add_prior(score, feats, prior), dim=1)
 
-    def forward(self, x, refs, feats=None, prior=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _add_prior(self, score: torch.Tensor, feats: torch.Tensor | None, prior: torch.Tensor | None):
+        if feats is None:
+            return score
+        if prior is None:
+            prior = self.prior_scores(feats)
+        return score + (prior + feats.to(prior.dtype) @ self.vote_weight.to(prior.dtype)).float()
+
+    def forward(self, x, refs: torch.Tensor, feats=None, prior=None) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.weights(x, refs, feats, prior)
-        if isinstance(refs, tuple):  # sum the weights per token, then one [L, V, D] product
-            table, tok = refs
-            n, _, length = tok.shape
-            per_token = torch.zeros(n, length, table.shape[1], dtype=w.dtype, device=w.device)
-            per_token.scatter_add_(2, tok.transpose(1, 2), w.transpose(1, 2))
-            pooled = torch.einsum("nlv,lvd->nld", per_token, table.float())
-        else:
-            pooled = (w.unsqueeze(-1).to(refs.dtype) * refs).sum(1)
+        pooled = (w.unsqueeze(-1).to(refs.dtype) * refs).sum(1)
         return self.v(pooled.to(x.dtype)), w
+
+    def open_weights(self, x: torch.Tensor, table: torch.Tensor, open_: OpenSites, feats=None, prior=None):
+        """``[P, K]`` softmax over the donors of factored references (``table [L, V, D]``, donor
+        tokens in ``open_``) at the open pairs only; ``feats``/``prior`` are theirs, ``[P, K, F]``/``[P, K]``.
+        Scored by token (``V`` = 7 embeddings per site, not ``K`` = 32)."""
+        q = self.q(x[open_.n, open_.l])  # [P, D]
+        by_token = torch.einsum("pd,pvd->pv", q.float(), table[open_.l].float())
+        score = by_token.gather(1, open_.tok) * self.scale
+        return torch.softmax(self._add_prior(score, feats, prior), dim=1)
+
+    def open_forward(self, x, table: torch.Tensor, open_: OpenSites, feats=None, prior=None) -> torch.Tensor:
+        """Pooled factored references ``[N, L, D]`` (values applied): the first donor's embedding
+        where all donors agree, the attention's mix at the open pairs."""
+        length = open_.first.shape[1]
+        tab = table.float()
+        pooled = tab[torch.arange(length, device=tab.device)[None], open_.first]  # [N, L, D]
+        if open_.size:
+            w = self.open_weights(x, table, open_, feats, prior)
+            per_token = torch.zeros(w.shape[0], tab.shape[1], dtype=w.dtype, device=w.device)
+            per_token.scatter_add_(1, open_.tok, w)
+            mixed = torch.einsum("pv,pvd->pd", per_token, tab[open_.l])
+            pooled[open_.n[: open_.size], open_.l[: open_.size]] = mixed[: open_.size].to(pooled.dtype)
+        return self.v(pooled.to(x.dtype))
+
+
+def _bucket(p: int) -> int:
+    """``p`` rounded up to one of 8 sizes per power of two (at most 12.5 % more), at least 64."""
+    if p <= 64:
+        return 64
+    step = 1 << (p.bit_length() - 4)
+    return -(-p // step) * step
+
+
+class OpenSites:
+    """Where a batch's donors disagree: the ``(row, site)`` pairs whose ``K`` donors do not all carry
+    one token (and one allele), with the donors' tokens ``[P, K]`` there, and every row's first donor.
+
+    A softmax over donors that all carry the same token mixes one embedding (and one allele) whatever
+    its weights, so the factored path scores donors only at these pairs: with PBWT donors about 3 %
+    of them at imputation (all 32 agree at the rest). Exact up to rounding; the materialised
+    ``rag_emb`` path is its reference (tests/test_matching.py). The first ``size`` of the ``P``
+    pairs are real; the rest pad ``P`` to a bucketed count, and their results are dropped."""
+
+    def __init__(self, tok: torch.Tensor, alleles: torch.Tensor | None = None):
+        same = (tok == tok[:, :1]).all(1)  # [N, L]
+        if alleles is not None:
+            same &= (alleles == alleles[:, :1]).all(1)
+        n, l = torch.nonzero(~same, as_tuple=True)  # row-major: first half's rows first
+        # Padded to a bucketed count with inert pairs (last row, first site: sorted order holds)
+        # whose results are dropped: a few tensor sizes per run instead of one per batch, so
+        # glibc reuses freed blocks (a new size per batch grew the RSS by 0.3 GB over a 5 Mb run).
+        self.size = n.numel()
+        pad = _bucket(self.size) - self.size
+        self.n = torch.cat([n, n.new_full((pad,), tok.shape[0] - 1)])
+        self.l = torch.cat([l, l.new_full((pad,), min(1, tok.shape[2] - 1))])
+        self.first = tok[:, 0]
+        self.tok = tok[self.n, :, self.l]  # [P, K]
+        self.alleles = None if alleles is None else alleles[self.n, :, self.l]
+        self.first_allele = None if alleles is None else alleles[:, 0]
+        # the donors' match features at the open pairs, [P, K, F], when the caller computed them
+        # there only (matching.donor_inputs: rag_open); else the model takes them from rag_feat
+        self.feats: torch.Tensor | None = None
+
+    def to(self, device) -> OpenSites:
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+    def take(self, halves: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``[P, K, ...]`` of per-donor tensors ``[B, K, L, ...]`` given as (hap_1 rows, hap_2 rows)."""
+        b = halves[0].shape[0]
+        cut = int((self.n < b).sum())
+        n, l = self.n, self.l
+        return torch.cat([halves[0][n[:cut], :, l[:cut]], halves[1][n[cut:] - b, :, l[cut:]]])
 
 
 def lookup_references(refs) -> torch.Tensor:
@@ -280,9 +347,9 @@ class RAGFusion(nn.Module):
 
         ``attention`` needs the queries' embeddings ``x [N, L, D]`` (and takes the optional match
         features ``feats [N, K, L, F]`` and their precomputed prior scores ``prior [N, K, L]``)."""
+        refs = lookup_references(refs)  # factored references with attention take the model's open path
         if self.attention is not None:
             return self.attention(x, refs, feats, prior)[0].to(dtype)
-        refs = lookup_references(refs)
         if self.k_pool == "max":
             return refs.amax(dim=1).to(dtype)
         if refs.dtype == dtype:
@@ -424,15 +491,22 @@ class _HaplotypeBERT(nn.Module):
     def forward_cat(self, x: dict, scratch: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h [2B, L, D], emb [2B, L, D])``: rows ``:B`` are hap_1, ``B:`` hap_2 (no split copies).
 
-        ``scratch``: a dict that receives what the heads may reuse (``"prior"``: the shared prior
-        scores ``[2B, K, L]`` when ``config.shared_prior``)."""
+        ``scratch``: a dict that receives what the heads may reuse (the open pairs of factored
+        references, a shared prior's scores)."""
         tokens = torch.cat([x["hap_1"], x["hap_2"]], dim=0)
         pos = torch.cat([x["pos"], x["pos"]], dim=0)
         af = torch.cat([x["af"], x["af"]], dim=0)
         mask = x.get("attention_mask")
         if mask is not None:
             mask = torch.cat([mask, mask], dim=0).bool()
-        emb = self.embedding(tokens, pos, af)
+        table = x.get("rag_table")
+        if table is not None and not self.training:
+            # the per-site layer's table of this window (matching.site_table) already holds every
+            # token's embedding at every site: look the queries up instead of running the layer on
+            # [2B, L] rows (in training the layer runs, so each token draws its own dropout)
+            emb = table[torch.arange(tokens.shape[1], device=tokens.device)[None], tokens].to(self.dtype)
+        else:
+            emb = self.embedding(tokens, pos, af)
         pooled = self._pooled_references(x, pos, af, mask, emb, {} if scratch is None else scratch)
         h = emb if pooled is None else self.fusion(emb, pooled, af)
         return self.encoder(h, mask), emb
@@ -468,7 +542,9 @@ class BERTWithEmbeddingRAG(_HaplotypeBERT):
     """V18: reference *embeddings* ``rag_emb_h1/h2 [B, K, L, D]`` pooled over K and fused at the input.
 
     The same references may come factored, as ``rag_table [L, V, D]`` (the per-site embedding of
-    every token) with the donors' tokens ``rag_tok_h1/h2 [B, K, L]``: ``rag_emb = rag_table[l, tok]``
+    every token, ``matching.site_table`` of this model's embedding at the batch's window: at eval
+    the queries' embeddings are looked up from it too) with the donors' tokens ``rag_tok_h1/h2
+    [B, K, L]``: ``rag_emb = rag_table[l, tok]``
     without the ``[B, K, L, D]`` tensor (the CPU path of ``matching.donor_inputs``).
 
     One encoder pass for the queries; the references cost a gather and a mean, not an encoder
@@ -480,8 +556,10 @@ class BERTWithEmbeddingRAG(_HaplotypeBERT):
         if pair is None:
             return None
         feats = _rag_pair(x, "rag_feat_h1", "rag_feat_h2") or (None, None)
-        priors = (None, None)
         attention = self.fusion.attention
+        if attention is not None and isinstance(pair[0], tuple):
+            return self._pooled_open(x, emb, pair, feats, scratch)
+        priors = (None, None)
         if self.config.shared_prior and attention is not None and feats[0] is not None:
             priors = tuple(attention.prior_scores(f) for f in feats)
             scratch["prior"] = torch.cat(priors, dim=0)
@@ -490,6 +568,21 @@ class BERTWithEmbeddingRAG(_HaplotypeBERT):
         return torch.cat(
             [self.fusion.pool(r, self.dtype, e[i], feats[i], priors[i]) for i, r in enumerate(pair)], dim=0
         )
+
+    def _pooled_open(self, x, emb, pair, feats, scratch):
+        """Factored references: donor attention at the pairs where the donors disagree (``OpenSites``),
+        which ``scratch`` hands on to the copy head with their features and shared prior scores."""
+        attention = self.fusion.attention
+        open_ = x.get("rag_open")
+        if open_ is not None:  # built with the donors, their features at the open pairs only
+            f = open_.feats
+        else:
+            alleles = _rag_pair(x, "rag_allele_h1", "rag_allele_h2")
+            open_ = OpenSites(torch.cat([pair[0][1], pair[1][1]]), None if alleles is None else torch.cat(alleles))
+            f = None if feats[0] is None else open_.take(feats)
+        prior = attention.prior_scores(f) if self.config.shared_prior and f is not None else None
+        scratch.update(open=open_, open_feats=f, prior=prior)
+        return attention.open_forward(emb, pair[0][0], open_, f, prior).to(self.dtype)
 
 
 class BERTWithRAG(_HaplotypeBERT):
@@ -541,22 +634,36 @@ class CopyHead(nn.Module):
         nn.init.constant_(self.gate[2].bias, 2.0)
         self.eps = 1e-5
 
-    def forward(
-        self, x: dict, h: torch.Tensor, feat: torch.Tensor, hap_logits: torch.Tensor, prior: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        r1, r2 = _donor_refs(x)
-        refs = (r1[0], torch.cat([r1[1], r2[1]], dim=0)) if isinstance(r1, tuple) else torch.cat([r1, r2], dim=0)
-        alleles = torch.cat([x["rag_allele_h1"], x["rag_allele_h2"]], dim=0).float()
-        f = _rag_pair(x, "rag_feat_h1", "rag_feat_h2")
-        feats = None if f is None else torch.cat(f, dim=0)
-        if feats is not None and prior is None and self.attention.prior is None:
-            raise ValueError("this copy head shares the fusion's prior: pass forward(..., prior=scores)")
-        w = self.attention.weights(h, refs, feats, prior)  # [2B, K, L]
-        p_copy = (w * alleles).sum(1)
+    def forward(self, x: dict, h: torch.Tensor, feat: torch.Tensor, hap_logits: torch.Tensor, scratch: dict) -> torch.Tensor:
+        """``scratch``: what the body left (``forward_cat``): the open pairs of factored references,
+        or a shared prior's scores of the dense ones."""
+        p_copy = self._copy_open(h, x["rag_table"], scratch) if "open" in scratch else self._copy_dense(x, h, scratch)
         g = torch.sigmoid(self.gate(feat).float().squeeze(-1))
         p_model = torch.softmax(hap_logits.float(), dim=-1)[..., 1]
         p = (g * p_copy + (1.0 - g) * p_model).clamp(self.eps, 1.0 - self.eps)
         return torch.stack([torch.log1p(-p), torch.log(p)], dim=-1)  # float32: log-probs near 0/1
+
+    def _copy_dense(self, x: dict, h: torch.Tensor, scratch: dict) -> torch.Tensor:
+        r1, r2 = _donor_refs(x)
+        refs = torch.cat([lookup_references(r1), lookup_references(r2)], dim=0)
+        alleles = torch.cat([x["rag_allele_h1"], x["rag_allele_h2"]], dim=0).float()
+        f = _rag_pair(x, "rag_feat_h1", "rag_feat_h2")
+        feats = None if f is None else torch.cat(f, dim=0)
+        prior = scratch.get("prior")
+        if feats is not None and prior is None and self.attention.prior is None:
+            raise ValueError("this copy head shares the fusion's prior: pass scratch['prior'] (its scores)")
+        w = self.attention.weights(h, refs, feats, prior)  # [2B, K, L]
+        return (w * alleles).sum(1)
+
+    def _copy_open(self, h: torch.Tensor, table: torch.Tensor, scratch: dict) -> torch.Tensor:
+        """The donors' allele where they all agree; the attention's mix at the open pairs."""
+        open_ = scratch["open"]
+        p_copy = open_.first_allele.float()
+        if open_.size:
+            w = self.attention.open_weights(h, table, open_, scratch["open_feats"], scratch["prior"])
+            mixed = (w * open_.alleles.float()).sum(1)
+            p_copy[open_.n[: open_.size], open_.l[: open_.size]] = mixed[: open_.size].to(p_copy.dtype)
+        return p_copy
 
 
 class BERTFoundationModel(nn.Module):
@@ -592,7 +699,7 @@ class BERTFoundationModel(nn.Module):
         feat = torch.cat([h, torch.stack([af, af_p], dim=-1).to(h.dtype)], dim=-1)
         hap_logits = self.hap_head(feat)  # [2B, L, 2]
         if self.copy is not None and x.get("rag_allele_h1") is not None:
-            hap_logits = self.copy(x, h, feat, hap_logits, scratch.get("prior"))
+            hap_logits = self.copy(x, h, feat, hap_logits, scratch)
         logp = torch.log_softmax(hap_logits.float(), dim=-1)
         lp1, lp2 = logp.chunk(2, dim=0)
         base = (lp1[..., :, None] + lp2[..., None, :]).flatten(-2)  # [B, L, 4], class 2a + b
