@@ -371,11 +371,8 @@ def donor_inputs(
         toks, alleles = (d1.tokens(), d2.tokens()), (framed_alleles(d1), framed_alleles(d2))
         # where the donors disagree, with their features there only (the model needs none elsewhere)
         open_ = OpenSites(torch.cat(toks), torch.cat(alleles))
-        b = d1.shape[0]
-        cut = int((open_.n < b).sum())
-        open_.feats = torch.cat(
-            [d1.features_at(open_.n[:cut], open_.l[:cut] - 1), d2.features_at(open_.n[cut:] - b, open_.l[cut:] - 1)]
-        )
+        halves = zip((d1, d2), open_.split(d1.shape[0]), strict=True)
+        open_.feats = torch.cat([d.features_at(n, site - 1) for d, (n, site) in halves])  # unframed sites
         out["rag_open"] = open_.to(dev)
         for name, t, a in zip(("h1", "h2"), toks, alleles, strict=True):
             out[f"rag_tok_{name}"], out[f"rag_allele_{name}"] = t.to(dev), a.to(dev)

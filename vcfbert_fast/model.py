@@ -297,12 +297,15 @@ class OpenSites:
                 setattr(self, name, value.to(device))
         return self
 
+    def split(self, b: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """The pairs as ``(rows, sites)`` of the hap_1 half (rows ``< b``), then of the hap_2 half
+        (its own row numbers): the pairs are sorted by row, so each half is one slice."""
+        cut = int((self.n < b).sum())
+        return (self.n[:cut], self.l[:cut]), (self.n[cut:] - b, self.l[cut:])
+
     def take(self, halves: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``[P, K, ...]`` of per-donor tensors ``[B, K, L, ...]`` given as (hap_1 rows, hap_2 rows)."""
-        b = halves[0].shape[0]
-        cut = int((self.n < b).sum())
-        n, l = self.n, self.l
-        return torch.cat([halves[0][n[:cut], :, l[:cut]], halves[1][n[cut:] - b, :, l[cut:]]])
+        return torch.cat([t[n, :, l] for t, (n, l) in zip(halves, self.split(halves[0].shape[0]), strict=True)])
 
 
 def lookup_references(refs) -> torch.Tensor:
