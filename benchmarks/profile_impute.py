@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             f"whole chromosome ~{total * len(tables.layout) / n_win:.0f} s"
         )
         return 0
+    full = None  # the torch profile's batch: the last one of full size
     with torch.no_grad():
         for w in range(n_win):
             sl = tables.layout.sites(w)
@@ -91,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 batch = inf._window_batch(panel, tables, tc, w, b0, b1, cpu)
                 t1 = time.perf_counter()
                 donors.add_to(batch, w, b0, b1, model.bert.embedding)
+                full = full if b1 - b0 < args.batch_size and full is not None else batch  # a whole batch
                 t2 = time.perf_counter()
                 with amp:
-                    out = model.forward_logits(batch)
+                    out = model.forward_logits(batch, hidden=False)
                 t3 = time.perf_counter()
                 for j, key in enumerate(("hap1_logits", "hap2_logits")):
                     prob = torch.softmax(out[key].float(), -1)[:, 1:-1, 1].numpy()
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from torch.profiler import ProfilerActivity, profile
 
         with torch.no_grad(), amp, profile(activities=[ProfilerActivity.CPU]) as prof:
-            model.forward_logits(batch)
+            model.forward_logits(full, hidden=False)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     return 0
 

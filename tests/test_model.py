@@ -22,6 +22,7 @@ from vcfbert_fast.model import (
     HaplotypeEmbedding,
     ModelConfig,
     OpenSites,
+    TransformerEncoder,
     count_parameters,
     lookup_references,
     sinusoidal_table,
@@ -678,6 +679,21 @@ def factored_donors(b: int, k: int, length: int, agree: float) -> dict:
     return x
 
 
+def assert_same_outputs_and_grads(outs, grads, n_params: int, keys) -> None:
+    """Two paths' outputs ``keys`` and parameter gradients agree, and the gradients are not all zero."""
+    for key in keys:
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5)
+    moved = 0
+    for g_fast, g_ref in zip(*grads):
+        if g_ref is None:
+            assert g_fast is None or not g_fast.abs().any()
+            continue
+        # a gradient that is zero in one path (donors that agree) is zero only up to rounding of large terms
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4 * max(1.0, float(g_ref.abs().max())))
+        moved += int(g_ref.abs().sum() > 0)
+    assert moved > n_params // 2  # the gradients compared are not all zero
+
+
 def test_open_sites_are_where_donors_disagree():
     b, k, length = 3, 5, 11
     x = factored_donors(b, k, length, agree=0.6)
@@ -710,13 +726,14 @@ def test_open_pairs_are_padded_to_few_sizes():
     assert len(set(sizes)) <= 8 * 9  # 8 per power of two
 
 
+@pytest.mark.parametrize("encode", ["all", "informative"])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("train", [False, True])
-def test_open_path_equals_materialised_references(shared, train):
+def test_open_path_equals_materialised_references(shared, train, encode):
     """Factored references score donors only where they disagree (``OpenSites``); that must give the
     outputs and gradients of the same references materialised as ``rag_emb`` (dense attention)."""
     b, k, length = 3, 6, 13
-    cfg = small_config(dropout=0.0, shared_prior=shared, prior_hidden=5)
+    cfg = small_config(dropout=0.0, shared_prior=shared, prior_hidden=5, encode=encode)
     model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=cfg)).train(train)
     with torch.no_grad():
         for p in model.parameters():
@@ -738,14 +755,98 @@ def test_open_path_equals_materialised_references(shared, train):
         loss = sum(o[key].float().pow(2).sum() for key in ("hap1_logits", "hap2_logits", "gt_logits"))
         grads.append(torch.autograd.grad(loss, params, allow_unused=True))
         outs.append(o)
-    for key in ("hap1_logits", "hap2_logits", "gt_logits", "h1", "h2"):
-        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-5)
-    moved = 0
-    for g_open, g_dense in zip(*grads):
-        if g_dense is None:
-            assert g_open is None or not g_open.abs().any()
-            continue
-        # the dense path's gradient at agreeing donors is zero only up to rounding of large terms
-        torch.testing.assert_close(g_open, g_dense, rtol=1e-3, atol=1e-4 * max(1.0, float(g_dense.abs().max())))
-        moved += int(g_dense.abs().sum() > 0)
-    assert moved > len(params) // 2  # the gradients compared are not all zero
+    assert_same_outputs_and_grads(outs, grads, len(params), ("hap1_logits", "hap2_logits", "gt_logits", "h1", "h2"))
+
+
+def test_encoder_over_kept_tokens_is_the_encoder_of_each_rows_subsequence():
+    """``forward_kept``: at the kept tokens, the encoder run on that row's kept tokens alone (in site
+    order); elsewhere the final norm of the input. Rows keep different numbers of tokens, so the
+    padding and its key mask are exercised."""
+    n, length = 6, 29
+    enc = TransformerEncoder(small_config(dropout=0.0)).eval()
+    x = torch.randn(n, length, D)
+    keep = torch.rand(n, length) < torch.rand(n, 1)
+    keep[:, 0] = True
+    keep[2] = True  # one row keeps everything
+    with torch.no_grad():
+        out = enc.forward_kept(x, keep)
+        for r in range(n):
+            idx = keep[r].nonzero()[:, 0]
+            torch.testing.assert_close(out[r, idx], enc(x[r : r + 1, idx])[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out[r, ~keep[r]], enc.norm(x[r, ~keep[r]]))
+        torch.testing.assert_close(enc.forward_kept(x, torch.ones_like(keep)), enc(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("encode", ["all", "informative"])
+def test_informative_encoder_does_not_see_settled_sites(encode):
+    """With ``encode="informative"``, an untyped site where all donors carry one allele is settled:
+    switching every donor there to the other allele changes that site's output only. With
+    ``encode="all"`` the encoder carries the change to other sites (so the check can fail)."""
+    b, k, length = 2, 5, 17
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=small_config(dropout=0.0, encode=encode)))
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.15)  # init's small residual weights would carry the change below rounding
+    x = {**make_batch(b, length), **factored_donors(b, k, length, agree=0.6)}
+    for key in ("pos", "af"):
+        x[key] = x[key][:1].expand(b, length)
+    x["rag_table"] = site_table(model.bert.embedding, x["pos"][0], x["af"][0]).detach()
+    alleles = x["rag_allele_h1"]
+    settled = [
+        site for site in range(1, length - 1)
+        if x["hap_1"][0, site] == MASK and bool((alleles[0, :, site] == alleles[0, 0, site]).all())
+    ]  # fmt: skip
+    if not settled:  # draw one: row 0's site 1 masked, its donors agreeing
+        x["hap_1"][0, 1] = MASK
+        alleles[0, :, 1] = alleles[0, 0, 1]
+        x["rag_tok_h1"][0, :, 1] = alleles[0, 0, 1] + ALLELE_0
+        settled = [1]
+    site = settled[0]
+    y = {key: v.clone() for key, v in x.items()}
+    y["rag_allele_h1"][0, :, site] = 1 - alleles[0, 0, site]
+    y["rag_tok_h1"][0, :, site] = 1 - alleles[0, 0, site] + ALLELE_0
+    with torch.no_grad():
+        a, c = model.forward_logits(x)["h1"][0], model.forward_logits(y)["h1"][0]  # encoder outputs
+    others = torch.ones(length, dtype=torch.bool)
+    others[site] = False
+    assert not torch.allclose(a[site], c[site])
+    if encode == "informative":  # the same kept tokens, the same shapes: bitwise the same
+        assert torch.equal(a[others], c[others])
+    else:
+        assert (a[others] - c[others]).abs().max() > 1e-7
+
+
+@pytest.mark.parametrize("pops", [1, 3])
+@pytest.mark.parametrize("train", [False, True])
+def test_settled_table_path_equals_the_kept_encoder_path(train, pops, monkeypatch):
+    """An informative model with factored donors computes settled pairs from a per-site table
+    (``_SettledByTable``); its logits, hidden outputs and gradients must be those of the path
+    through ``forward_cat``, ``forward_kept`` and the dense heads."""
+    import vcfbert_fast.model as model_mod
+
+    b, k, length = 4, 6, 23
+    cfg = small_config(dropout=0.0, shared_prior=True, prior_hidden=5, encode="informative")
+    model = BERTFoundationModel(BERTWithEmbeddingRAG(VOCAB_SIZE, config=cfg)).train(train)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.15)
+    x = {**make_batch(b, length), **factored_donors(b, k, length, agree=0.8)}
+    for key in ("pos", "af", "ref", "het", "hom"):
+        x[key] = x[key][:1].expand(b, length)
+    x["af_p"] = torch.rand(pops, length)[torch.randint(0, pops, (b,))]  # rows of a few populations
+    for h in ("hap_1", "hap_2"):  # mostly untyped, as at imputation
+        x[h][:, 1:-1][torch.rand(b, length - 2) < 0.6] = MASK
+    params = [p for p in model.parameters() if p.requires_grad]
+    outs, grads = [], []
+    for by_table in (True, False):
+        if not by_table:
+            monkeypatch.setattr(model_mod, "_settled_by_table", lambda *a: None)
+        else:
+            assert model_mod._settled_by_table(model, {**x, "rag_table": torch.zeros(length, VOCAB_SIZE, D)})
+        table = site_table(model.bert.embedding, x["pos"][0], x["af"][0])
+        o = model.forward_logits({**x, "rag_table": table})
+        loss = sum(o[key].float().pow(2).sum() for key in ("hap1_logits", "hap2_logits", "gt_logits"))
+        grads.append(torch.autograd.grad(loss, params, allow_unused=True))
+        outs.append(o)
+    assert_same_outputs_and_grads(outs, grads, len(params), ("hap1_logits", "hap2_logits", "gt_logits", "h1", "h2", "h1_ori", "h2_ori"))

@@ -165,6 +165,17 @@ def estimated_model_bytes(cfg: dict) -> int | None:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
+def _with_defaults(cfg: dict) -> dict:
+    """A saved ``model_config`` with the keys added since it was written at their defaults (as
+    ``ModelConfig.from_dict`` builds it), so an older checkpoint compares equal to its model."""
+    from .model import ModelConfig
+
+    try:
+        return ModelConfig.from_dict(cfg).to_dict()
+    except (TypeError, ValueError):
+        return cfg
+
+
 def check_model_config(path: str, cfg: Any) -> None:
     """Refuse a ``model_config`` out of bounds (:data:`MODEL_CONFIG_BOUNDS`, :data:`MAX_MODEL_BYTES`),
     before anything is allocated; the error names the file and the key. What else ``ModelConfig``
@@ -324,7 +335,7 @@ def load_checkpoint(
 
     if model is not None:
         cfg = model_config_dict(model)
-        saved_cfg = dict(state["model_config"])
+        saved_cfg = _with_defaults(dict(state["model_config"]))
         if cfg is not None and cfg != saved_cfg:
             diff = sorted(
                 k for k in set(cfg) | set(saved_cfg) if cfg.get(k, "<absent>") != saved_cfg.get(k, "<absent>")

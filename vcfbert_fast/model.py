@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import ALLELE_0, ALLELE_1, VOCAB_SIZE
+from .vocab import ALLELE_0, ALLELE_1, MASK, VOCAB_SIZE
 
 __all__ = [
     "BERTFoundationModel",
@@ -52,6 +52,10 @@ class ModelConfig:
     # one prior MLP scored once and used by both the donor attention and the copy head (the prior
     # runs on every donor x site: sharing it halves the cost that dominates a small model's forward)
     shared_prior: bool = False
+    # which tokens the encoder attends over: "all", or "informative": the typed sites, SOS/EOS and
+    # the sites where the donors disagree; elsewhere (an untyped site whose K donors all carry one
+    # allele, ~90 % of a window) the heads read the site's fused embedding (docs/MODEL.md)
+    encode: str = "all"
 
     def __post_init__(self) -> None:
         if self.dims % self.attn_heads:
@@ -60,6 +64,8 @@ class ModelConfig:
             raise ValueError(f"dims ({self.dims}) must be even (sinusoidal positions pair sin/cos)")
         if self.k_pool not in ("attention", "mean", "max"):
             raise ValueError(f"k_pool must be 'attention', 'mean' or 'max', not {self.k_pool!r}")
+        if self.encode not in ("all", "informative"):
+            raise ValueError(f"encode must be 'all' or 'informative', not {self.encode!r}")
         if self.n_match_features < 1:
             raise ValueError(f"n_match_features must be >= 1, not {self.n_match_features}")
         if self.prior_hidden < 1:
@@ -233,7 +239,11 @@ class DonorAttention(nn.Module):
         """``[P, K]`` softmax over the donors of factored references (``table [L, V, D]``, donor
         tokens in ``open_``) at the open pairs only; ``feats``/``prior`` are theirs, ``[P, K, F]``/``[P, K]``.
         Scored by token (``V`` = 7 embeddings per site, not ``K`` = 32)."""
-        q = self.q(x[open_.n, open_.l])  # [P, D]
+        return self.open_weights_of(x[open_.n, open_.l], table, open_, feats, prior)
+
+    def open_weights_of(self, rows: torch.Tensor, table: torch.Tensor, open_: OpenSites, feats=None, prior=None):
+        """``open_weights`` given the queries' rows at the open pairs, ``[P, D]``."""
+        q = self.q(rows)  # [P, D]
         by_token = torch.einsum("pd,pvd->pv", q.float(), table[open_.l].float())
         score = by_token.gather(1, open_.tok) * self.scale
         return torch.softmax(self._add_prior(score, feats, prior), dim=1)
@@ -242,15 +252,20 @@ class DonorAttention(nn.Module):
         """Pooled factored references ``[N, L, D]`` (values applied): the first donor's embedding
         where all donors agree, the attention's mix at the open pairs."""
         length = open_.first.shape[1]
-        tab = table.float()
-        pooled = tab[torch.arange(length, device=tab.device)[None], open_.first]  # [N, L, D]
+        pooled = table.float()[torch.arange(length, device=table.device)[None], open_.first]  # [N, L, D]
         if open_.size:
-            w = self.open_weights(x, table, open_, feats, prior)
-            per_token = torch.zeros(w.shape[0], tab.shape[1], dtype=w.dtype, device=w.device)
-            per_token.scatter_add_(1, open_.tok, w)
-            mixed = torch.einsum("pv,pvd->pd", per_token, tab[open_.l])
+            mixed = self.open_mix(x[open_.n, open_.l], table, open_, feats, prior)
             pooled[open_.n[: open_.size], open_.l[: open_.size]] = mixed[: open_.size].to(pooled.dtype)
         return self.v(pooled.to(x.dtype))
+
+    def open_mix(self, rows: torch.Tensor, table: torch.Tensor, open_: OpenSites, feats=None, prior=None):
+        """The attention's mix of the donors' embeddings at the open pairs, ``[P, D]`` float32 (values
+        not applied), given the queries' rows there ``[P, D]``."""
+        tab = table.float()
+        w = self.open_weights_of(rows, table, open_, feats, prior)
+        per_token = torch.zeros(w.shape[0], tab.shape[1], dtype=w.dtype, device=w.device)
+        per_token.scatter_add_(1, open_.tok, w)
+        return torch.einsum("pv,pvd->pd", per_token, tab[open_.l])
 
 
 def _bucket(p: int) -> int:
@@ -427,6 +442,24 @@ class TransformerEncoder(nn.Module):
             x = block(x, attn_mask)
         return self.norm(x)
 
+    def forward_kept(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The blocks over each row's tokens ``keep [N, L]`` only, gathered in site order and padded
+        to the batch's most (a multiple of 8: few shapes) with masked keys; the other tokens skip
+        the blocks and take the final norm of ``x``. Attention cost falls with the square of the
+        kept share (~10 % of an imputation window)."""
+        n, length, d = x.shape
+        counts = keep.sum(1)
+        width = min(length, -(-int(counts.max()) // 8) * 8)
+        order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]  # kept first
+        valid = torch.arange(width, device=x.device)[None] < counts[:, None]
+        idx = order[..., None].expand(n, width, d)
+        y = x.gather(1, idx)
+        for block in self.blocks:
+            y = block(y, valid[:, None, None, :])
+        out = self.norm(x)
+        y = torch.where(valid[..., None], self.norm(y), out.gather(1, idx))
+        return out.scatter(1, idx, y)
+
 
 def _init_weights(module: nn.Module, n_layers: int) -> None:
     """nanoGPT-style: N(0, 0.02) linears, zero biases, residual projections scaled by 1/sqrt(2*layers).
@@ -512,7 +545,15 @@ class _HaplotypeBERT(nn.Module):
             emb = self.embedding(tokens, pos, af)
         pooled = self._pooled_references(x, pos, af, mask, emb, {} if scratch is None else scratch)
         h = emb if pooled is None else self.fusion(emb, pooled, af)
-        return self.encoder(h, mask), emb
+        if self.config.encode == "all":
+            return self.encoder(h, mask), emb
+        keep = tokens != MASK  # the typed sites and SOS/EOS
+        if mask is not None:
+            keep &= mask
+        disagree = _donors_disagree(x, {} if scratch is None else scratch)
+        if disagree is not None:
+            keep |= disagree
+        return self.encoder.forward_kept(h, keep), emb
 
     def forward(self, x: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(h1, h2, h1_ori, h2_ori)``: encoder outputs, then (pre-fusion) embeddings."""
@@ -527,6 +568,26 @@ def _rag_pair(x: dict, k1: str, k2: str) -> tuple[torch.Tensor, torch.Tensor] | 
     if has1 != has2:
         raise ValueError(f"give both {k1} and {k2} or neither")
     return (x[k1], x[k2]) if has1 else None
+
+
+def _donors_disagree(x: dict, scratch: dict) -> torch.Tensor | None:
+    """``[2B, L]`` bool: the (haplotype, site) pairs whose donors do not all carry one token, from
+    whichever form the donors came in (the open pairs the body found, tokens, alleles, embeddings);
+    None without donors."""
+    open_ = scratch.get("open", x.get("rag_open"))
+    if open_ is not None:
+        out = torch.zeros(open_.first.shape, dtype=torch.bool, device=open_.first.device)
+        out[open_.n[: open_.size], open_.l[: open_.size]] = True
+        return out
+    for keys in (("rag_tok_h1", "rag_tok_h2"), ("rag_allele_h1", "rag_allele_h2"), ("rag_seg_h1", "rag_seg_h2")):
+        pair = _rag_pair(x, *keys)
+        if pair is not None:
+            t = torch.cat(pair, dim=0)  # [2B, K, L]
+            return ~(t == t[:, :1]).all(1)
+    pair = _rag_pair(x, "rag_emb_h1", "rag_emb_h2")
+    if pair is None:
+        return None
+    return torch.cat([~(r == r[:, :1]).all(-1).all(1) for r in pair], dim=0)
 
 
 def _donor_refs(x: dict):
@@ -575,17 +636,25 @@ class BERTWithEmbeddingRAG(_HaplotypeBERT):
     def _pooled_open(self, x, emb, pair, feats, scratch):
         """Factored references: donor attention at the pairs where the donors disagree (``OpenSites``),
         which ``scratch`` hands on to the copy head with their features and shared prior scores."""
-        attention = self.fusion.attention
+        open_, f, prior = self.open_pairs(x)
+        scratch.update(open=open_, open_feats=f, prior=prior)
+        return self.fusion.attention.open_forward(emb, pair[0][0], open_, f, prior).to(self.dtype)
+
+    def open_pairs(self, x: dict) -> tuple[OpenSites, torch.Tensor | None, torch.Tensor | None]:
+        """``(open pairs, their match features [P, K, F], a shared prior's scores [P, K])`` of
+        factored references: ``rag_open`` when the caller built it, else found here."""
         open_ = x.get("rag_open")
         if open_ is not None:  # built with the donors, their features at the open pairs only
             f = open_.feats
         else:
+            toks = _rag_pair(x, "rag_tok_h1", "rag_tok_h2")
             alleles = _rag_pair(x, "rag_allele_h1", "rag_allele_h2")
-            open_ = OpenSites(torch.cat([pair[0][1], pair[1][1]]), None if alleles is None else torch.cat(alleles))
-            f = None if feats[0] is None else open_.take(feats)
+            open_ = OpenSites(torch.cat(toks), None if alleles is None else torch.cat(alleles))
+            feats = _rag_pair(x, "rag_feat_h1", "rag_feat_h2")
+            f = None if feats is None else open_.take(feats)
+        attention = self.fusion.attention
         prior = attention.prior_scores(f) if self.config.shared_prior and f is not None else None
-        scratch.update(open=open_, open_feats=f, prior=prior)
-        return attention.open_forward(emb, pair[0][0], open_, f, prior).to(self.dtype)
+        return open_, f, prior
 
 
 class BERTWithRAG(_HaplotypeBERT):
@@ -641,6 +710,10 @@ class CopyHead(nn.Module):
         """``scratch``: what the body left (``forward_cat``): the open pairs of factored references,
         or a shared prior's scores of the dense ones."""
         p_copy = self._copy_open(h, x["rag_table"], scratch) if "open" in scratch else self._copy_dense(x, h, scratch)
+        return self.mix(feat, hap_logits, p_copy)
+
+    def mix(self, feat: torch.Tensor, hap_logits: torch.Tensor, p_copy: torch.Tensor) -> torch.Tensor:
+        """2-class logits of ``g * p_copy + (1 - g) * p_model``, the gate ``g`` from ``feat``."""
         g = torch.sigmoid(self.gate(feat).float().squeeze(-1))
         p_model = torch.softmax(hap_logits.float(), dim=-1)[..., 1]
         p = (g * p_copy + (1.0 - g) * p_model).clamp(self.eps, 1.0 - self.eps)
@@ -669,6 +742,108 @@ class CopyHead(nn.Module):
         return p_copy
 
 
+class _SettledByTable:
+    """``encode="informative"`` with factored donors, computed without ``[2B, L]`` work.
+
+    A settled pair (an untyped site whose donors all carry one token ``t``: the encoder skips it)
+    has a fused embedding, and so an encoder output, that depends on ``(site, t)`` only, and head
+    outputs that depend on ``(site, t, af_p)`` only. So the body and heads run on the kept tokens
+    (gathered, ~10 % of a window) and on a per-site table of the settled values (``L`` sites x
+    the few tokens donors carry x the batch's distinct ``af_p`` rows), and the logits are gathered
+    from the two. The same arithmetic as the path through ``forward_cat`` and the dense heads
+    (``forward_kept``), which is its reference (tests/test_model.py)."""
+
+    def __init__(self, model: BERTFoundationModel, x: dict, tokens, open_, feats, prior, tok_set, keep):
+        self.model, self.x = model, x
+        self.tokens, self.open_, self.feats, self.prior, self.tok_set, self.keep = tokens, open_, feats, prior, tok_set, keep
+
+    def logits(self, af_p: torch.Tensor, hidden: bool):
+        m, x, open_ = self.model, self.x, self.open_
+        bert, copy = m.bert, m.copy
+        attention, enc = bert.fusion.attention, bert.encoder
+        table, tokens, keep = x["rag_table"], self.tokens, self.keep
+        dtype = bert.dtype
+        n, length = tokens.shape
+        af_row = x["af"][0]
+        sites = torch.arange(length, device=tokens.device)
+        # kept tokens, gathered in site order as forward_kept does; slot[n, l]: where (n, l) went
+        counts = keep.sum(1)
+        width = min(length, -(-int(counts.max()) // 8) * 8)
+        lk = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]  # [N, W] sites
+        valid = torch.arange(width, device=lk.device)[None] < counts[:, None]
+        slot = keep.cumsum(1) - 1
+        on, ol = open_.n[: open_.size], open_.l[: open_.size]
+        os_ = slot[on, ol]
+        emb_k = table[lk, tokens.gather(1, lk)].to(dtype)  # [N, W, D]
+        pooled = table.float()[lk, open_.first.gather(1, lk)]
+        if open_.size:
+            mixed = attention.open_mix(emb_k[open_.n, slot[open_.n, open_.l]], table, open_, self.feats, self.prior)
+            pooled[on, os_] = mixed[: open_.size].to(pooled.dtype)
+        af_k = x["af"][:1].expand(n, length).gather(1, lk)
+        y = bert.fusion(emb_k, attention.v(pooled.to(dtype)).to(dtype), af_k)
+        for block in enc.blocks:
+            y = block(y, valid[:, None, None, :])
+        h_k = enc.norm(y)
+        feat_k = torch.cat([h_k, torch.stack([af_k, af_p.gather(1, lk)], dim=-1).to(h_k.dtype)], dim=-1)
+        p_copy = open_.first_allele.gather(1, lk).float()
+        if open_.size:
+            w = copy.attention.open_weights_of(h_k[open_.n, slot[open_.n, open_.l]], table, open_, self.feats, self.prior)
+            p_copy[on, os_] = (w * open_.alleles.float()).sum(1)[: open_.size].to(p_copy.dtype)
+        logits_k = copy.mix(feat_k, m.hap_head(feat_k), p_copy)  # [N, W, 2]
+        # the settled table: site x donor token (query MASK), then x distinct af_p rows
+        tset = self.tok_set
+        t_n = tset.numel()
+        emb_s = table[:, MASK].to(dtype)[:, None].expand(length, t_n, -1)
+        h_s = enc.norm(bert.fusion(emb_s, attention.v(table[:, tset].to(dtype)).to(dtype), af_row[:, None].expand(length, t_n)))
+        afp_u, inv = torch.unique(af_p, dim=0, return_inverse=True)  # [U, L]: one per population
+        u = afp_u.shape[0]
+        site_f = torch.stack([af_row[None, :, None].expand(u, length, t_n), afp_u[:, :, None].expand(u, length, t_n)], -1)
+        feat_s = torch.cat([h_s[None].expand(u, -1, -1, -1), site_f.to(h_s.dtype)], dim=-1)
+        p_copy_s = (tset - ALLELE_0).float()[None, None].expand(u, length, t_n)
+        logits_s = copy.mix(feat_s, m.hap_head(feat_s), p_copy_s)  # [U, L, T, 2]
+        where = torch.zeros(VOCAB_SIZE, dtype=torch.int64, device=tset.device)
+        where[tset] = torch.arange(t_n, device=tset.device)
+        tpos = where[open_.first]  # [N, L]
+        out = logits_s[inv[:, None], sites[None], tpos]  # [N, L, 2]
+        idx = lk[..., None].expand(n, width, 2)
+        out = out.scatter(1, idx, torch.where(valid[..., None], logits_k, out.gather(1, idx)))
+        if not hidden:
+            return out, None, None
+        emb = table[sites[None], tokens].to(dtype)
+        h = h_s[sites[None], tpos]
+        d_idx = lk[..., None].expand(n, width, h.shape[-1])
+        h = h.scatter(1, d_idx, torch.where(valid[..., None], h_k, h.gather(1, d_idx)))
+        return out, h, emb
+
+
+def _settled_by_table(model: BERTFoundationModel, x: dict) -> _SettledByTable | None:
+    """The table path of an informative model's batch where it applies (factored donors with
+    attention pooling and the copy head, window-grouped rows, no padding, no dropout draws, donors
+    carrying allele tokens at the settled pairs); None: take the path through ``forward_cat``."""
+    bert, cfg = model.bert, model.config
+    if (
+        cfg.encode != "informative"
+        or model.copy is None
+        or not isinstance(bert, BERTWithEmbeddingRAG)
+        or bert.fusion.attention is None
+        or x.get("rag_table") is None
+        or x.get("rag_allele_h1") is None
+        or x.get("attention_mask") is not None
+        or (bert.training and cfg.dropout > 0)
+    ):
+        return None
+    tokens = torch.cat([x["hap_1"], x["hap_2"]], dim=0)
+    open_, feats, prior = bert.open_pairs(x)
+    keep = tokens != MASK
+    keep[open_.n[: open_.size], open_.l[: open_.size]] = True
+    tok_set = torch.unique(open_.first[~keep])
+    if not bool(((tok_set == ALLELE_0) | (tok_set == ALLELE_1)).all()):
+        return None
+    if tok_set.numel() == 0:
+        tok_set = torch.tensor([ALLELE_0], device=tokens.device)
+    return _SettledByTable(model, x, tokens, open_, feats, prior, tok_set, keep)
+
+
 class BERTFoundationModel(nn.Module):
     """Haplotype head (2 classes from ``[h, af, af_p]``) and genotype head (4 phased classes).
 
@@ -692,34 +867,35 @@ class BERTFoundationModel(nn.Module):
     def config(self) -> ModelConfig:
         return self.bert.config
 
-    def forward_logits(self, x: dict) -> dict[str, torch.Tensor]:
-        scratch: dict = {}
-        h, emb = self.bert.forward_cat(x, scratch)
-        af = torch.cat([x["af"], x["af"]], dim=0)
+    def forward_logits(self, x: dict, hidden: bool = True) -> dict[str, torch.Tensor]:
+        """Logits of both haplotypes and the genotype; with ``hidden`` also the encoder outputs and
+        embeddings ``h1, h2, h1_ori, h2_ori`` (the drop-in ``forward`` returns them; the loss and
+        ``impute`` need none, and without them the informative encoding builds no ``[2B, L, D]``)."""
         # ``af_p_h2``: the second haplotypes' own af_p, when the batch's two halves are not the same
         # samples (``impute`` packs the single haplotypes the donors leave open)
         af_p = torch.cat([x["af_p"], x.get("af_p_h2", x["af_p"])], dim=0)
-        feat = torch.cat([h, torch.stack([af, af_p], dim=-1).to(h.dtype)], dim=-1)
-        hap_logits = self.hap_head(feat)  # [2B, L, 2]
-        if self.copy is not None and x.get("rag_allele_h1") is not None:
-            hap_logits = self.copy(x, h, feat, hap_logits, scratch)
+        by_table = _settled_by_table(self, x)
+        if by_table is not None:
+            hap_logits, h, emb = by_table.logits(af_p, hidden)
+        else:
+            scratch: dict = {}
+            h, emb = self.bert.forward_cat(x, scratch)
+            af = torch.cat([x["af"], x["af"]], dim=0)
+            feat = torch.cat([h, torch.stack([af, af_p], dim=-1).to(h.dtype)], dim=-1)
+            hap_logits = self.hap_head(feat)  # [2B, L, 2]
+            if self.copy is not None and x.get("rag_allele_h1") is not None:
+                hap_logits = self.copy(x, h, feat, hap_logits, scratch)
         logp = torch.log_softmax(hap_logits.float(), dim=-1)
         lp1, lp2 = logp.chunk(2, dim=0)
         base = (lp1[..., :, None] + lp2[..., None, :]).flatten(-2)  # [B, L, 4], class 2a + b
         gt_feat = torch.cat([lp1, lp2, torch.stack([x["ref"], x["het"], x["hom"]], dim=-1).float()], dim=-1)
         gt_logits = base + self.gt_head(gt_feat.to(self.gt_head[0].weight.dtype)).float()
         hap1_logits, hap2_logits = hap_logits.chunk(2, dim=0)
-        h1, h2 = h.chunk(2, dim=0)
-        e1, e2 = emb.chunk(2, dim=0)
-        return {
-            "hap1_logits": hap1_logits,
-            "hap2_logits": hap2_logits,
-            "gt_logits": gt_logits,
-            "h1": h1,
-            "h2": h2,
-            "h1_ori": e1,
-            "h2_ori": e2,
-        }
+        out = {"hap1_logits": hap1_logits, "hap2_logits": hap2_logits, "gt_logits": gt_logits}
+        if hidden:
+            (h1, h2), (e1, e2) = h.chunk(2, dim=0), emb.chunk(2, dim=0)
+            out.update(h1=h1, h2=h2, h1_ori=e1, h2_ori=e2)
+        return out
 
     def forward(self, x: dict) -> list[torch.Tensor]:
         """Drop-in: ``[hap1_probs, hap2_probs, gt_probs, h1_ori, h2_ori, h1, h2]`` (float32 probs)."""

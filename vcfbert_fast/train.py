@@ -49,6 +49,12 @@ _ARGS: list[tuple[str, str, type | None, str]] = [
     ("--dropout", "dropout", float, "dropout"),
     ("--prior-hidden", "prior_hidden", int, "hidden width of the donor prior MLP (scores every donor x site)"),
     ("--prior", "prior", str, "shared (one donor prior MLP for donor attention and the copy head) or separate"),
+    (
+        "--encode",
+        "encode",
+        str,
+        "tokens the encoder attends over: informative (typed sites and where the donors disagree) or all",
+    ),
     ("--k", "k", int, "references (donors) per haplotype; 0: no retrieval (unset: 32 for pbwt, 4 otherwise)"),
     (
         "--engine",

@@ -122,9 +122,9 @@ def _haplotype_batch(panel, tables: ModelTables, tc: TargetCalls, w: int, rows: 
 
 def _forward(model, batch: dict, amp) -> dict:
     if amp is None:
-        return model.forward_logits(batch)
+        return model.forward_logits(batch, hidden=False)
     with amp:
-        return model.forward_logits(batch)
+        return model.forward_logits(batch, hidden=False)
 
 
 def _settled_window(model, panel, tables, tc, donors, w, keep, hds, dev, batch_size, amp, settle) -> int:

@@ -28,6 +28,9 @@ class TrainConfig:
     dropout: float = 0.0  # >0 sends CPU attention to the slow math SDPA kernel (3.5x per step)
     prior_hidden: int = 8  # width of the donor prior MLP (runs on every donor x site)
     prior: str = "shared"  # "shared": one prior MLP for donor attention and copy head; or "separate"
+    # "informative": the encoder attends over typed sites and sites where the donors disagree only
+    # (ModelConfig.encode; docs/MODEL.md "An encoder over the informative sites"); or "all"
+    encode: str = "informative"
     # data
     max_sites: int = 256  # sites per window (DESIGN's 1028 is the GPU setting)
     overlap: int = 0
@@ -105,6 +108,8 @@ class TrainConfig:
             )
         if self.prior not in ("shared", "separate"):
             bad.append(f"prior={self.prior!r} (use shared or separate)")
+        if self.encode not in ("all", "informative"):
+            bad.append(f"encode={self.encode!r} (use informative or all)")
         if not 1 <= self.prior_hidden <= 1024:
             bad.append(f"prior_hidden={self.prior_hidden} (must be in [1, 1024])")
         if self.pbwt_group < 1:
@@ -181,9 +186,12 @@ def _model_shape_problems(dims: int, layers: int, heads: int, max_sites: int) ->
     return bad
 
 
+# What a run saved before an option existed trained with (its train_config lacks the key).
+SAVED_BEFORE_OPTION = {"encode": "all"}
+
 # Options that shape the model, the data split or the windows: a resumed run must keep them.
 FROZEN_ON_RESUME = (
-    "dims", "layers", "heads", "prior_hidden", "prior", "max_sites", "overlap", "val_fraction", "seed", "k", "engine"
+    "dims", "layers", "heads", "prior_hidden", "prior", "encode", "max_sites", "overlap", "val_fraction", "seed", "k", "engine"
 )
 
 

@@ -37,4 +37,4 @@ class StepModule(nn.Module):
             batch = dict(batch)
             batch["rag_emb_h1"] = self.references(w, rows_h1, emb, batch["pos"], batch["af"])
             batch["rag_emb_h2"] = self.references(w, rows_h2, emb, batch["pos"], batch["af"])
-        return self._fwd(batch)
+        return self._fwd(batch, hidden=False)  # the loss reads logits only

@@ -52,7 +52,7 @@ from ..loss import imputation_loss
 from ..metrics import ImputationMetrics
 from ..progress import Progress, progress_bar
 from .batches import batch_to_device, make_loader
-from .config import FROZEN_ON_RESUME, TrainConfig, lr_factor, mask_schedules
+from .config import FROZEN_ON_RESUME, SAVED_BEFORE_OPTION, TrainConfig, lr_factor, mask_schedules
 from .distributed import any_rank, join_process_group, leave_process_group, sum_across_ranks
 from .step import StepModule
 
@@ -200,6 +200,7 @@ class Trainer:
             copy_head=cfg.engine == "pbwt" and cfg.k > 0,
             prior_hidden=cfg.prior_hidden,
             shared_prior=cfg.prior == "shared",
+            encode=cfg.encode,
         )
         self.model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(self.model_config)).to(self.device)
         self.optimizer = self._make_optimizer()
@@ -346,7 +347,7 @@ class Trainer:
         if not path.exists():
             raise CheckpointError(str(path), "nothing to resume", "train without --resume first")
         state = load_checkpoint(path, model=self.model, panel=self.panel)
-        saved_cfg = state.get("train_config", {})
+        saved_cfg = {**SAVED_BEFORE_OPTION, **state.get("train_config", {})}
         diff = [k for k in FROZEN_ON_RESUME if k in saved_cfg and saved_cfg[k] != getattr(self.cfg, k)]
         if diff:
             shown = ", ".join(f"{k}={saved_cfg[k]!r} (now {getattr(self.cfg, k)!r})" for k in diff)
