@@ -98,6 +98,27 @@ def test_site_donors_are_the_oracles_segment_donors(rng):
     assert n_hap == r.n_references
 
 
+def test_runs_kept_per_boundary_read_as_the_per_site_tensors(rng):
+    """``site_donors`` keeps match runs per boundary and builds per-site tensors when read:
+    ``features_at`` from the boundary runs, ``select`` and ``cat`` of them must equal ``features()``
+    and the per-site tensors of the same donors."""
+    r, panel, typed = make_retriever(rng)
+    r.set_queries(panel.haplotypes[:, typed].astype(np.int8))
+    d = r.site_donors(1, np.arange(6))
+    b, _, n = d.shape
+    rows = torch.from_numpy(rng.integers(0, b, 40))
+    sites = torch.from_numpy(rng.integers(0, n, 40))
+    lazy = d.features_at(rows, sites)  # before any per-site tensor exists
+    torch.testing.assert_close(lazy, d.features()[:, :, 1:-1][rows, :, sites])  # features() builds them
+    halves = [d.select(slice(0, 2)), d.select(torch.tensor([2, 3, 4, 5]))]
+    joined = SiteDonors.cat(halves)
+    for name in ("rows", "alleles", "left", "right", "left_bp", "right_bp"):
+        assert torch.equal(getattr(joined, name), getattr(d, name)), name
+    torch.testing.assert_close(joined.features_at(rows, sites), lazy)
+    with pytest.raises(ValueError, match="one window"):
+        SiteDonors.cat([d, r.site_donors(2, np.arange(6))])
+
+
 def test_precomputed_donors_equal_per_call_and_reference_rows_are_respected(rng):
     rows = np.sort(rng.choice(40, size=25, replace=False))
     r, panel, typed = make_retriever(rng, rows=rows)

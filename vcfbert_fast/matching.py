@@ -22,7 +22,6 @@ each donor's match run measured from the site itself, in markers and in base pai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -56,20 +55,82 @@ VOTE_ALPHA = 0.1  # vote weight softmax(alpha * (left + right)); measured in doc
 
 
 @dataclass
+class _BoundaryRuns:
+    """Match runs per boundary (every site between the same two typed markers shares its donors
+    and its runs in markers): ``left``/``right`` int32 and the runs' outer marker positions
+    ``lo``/``hi`` int64, ``[B, K, U]`` (a sentinel past the window for an empty run), with each
+    site's boundary ``site_b`` and position ``site_pos`` ``[n]``. Expanded to sites on demand."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    site_b: torch.Tensor
+    site_pos: torch.Tensor
+
+    def select(self, idx) -> _BoundaryRuns:
+        return _BoundaryRuns(self.left[idx], self.right[idx], self.lo[idx], self.hi[idx], self.site_b, self.site_pos)
+
+    @staticmethod
+    def cat(parts: list[_BoundaryRuns]) -> _BoundaryRuns:
+        first = parts[0]
+        if not all(torch.equal(p.site_b, first.site_b) and torch.equal(p.site_pos, first.site_pos) for p in parts):
+            raise ValueError("SiteDonors.cat joins query batches of one window only")
+        return _BoundaryRuns(
+            *(torch.cat([getattr(p, name) for p in parts]) for name in ("left", "right", "lo", "hi")),
+            first.site_b,
+            first.site_pos,
+        )
+
+    def per_site(self, name: str) -> torch.Tensor:
+        """``left``, ``right``, ``left_bp`` or ``right_bp`` at every site, ``[B, K, n]``."""
+        b, k, _ = self.left.shape
+        # boundary -> site: a gather along the last dim (4x faster than advanced indexing there)
+        idx = self.site_b[None, None].expand(b, k, self.site_b.numel())
+        if name in ("left", "right"):
+            return torch.gather(getattr(self, name), 2, idx)
+        if name == "left_bp":
+            return (self.site_pos - torch.gather(self.lo, 2, idx)).clamp_min(0)
+        return (torch.gather(self.hi, 2, idx) - self.site_pos).clamp_min(0)
+
+    def at(self, rows: torch.Tensor, sites: torch.Tensor) -> list[torch.Tensor]:
+        """``[left, right, left_bp, right_bp]`` at query ``rows[p]``, site ``sites[p]``, ``[P, K]``."""
+        bnd, pos = self.site_b[sites], self.site_pos[sites][:, None]
+        lo, hi = self.lo[rows, :, bnd], self.hi[rows, :, bnd]
+        return [self.left[rows, :, bnd], self.right[rows, :, bnd], (pos - lo).clamp_min(0), (hi - pos).clamp_min(0)]
+
+
+_RUN_NAMES = ("left", "right", "left_bp", "right_bp")
+
+
 class SiteDonors:
     """The ``K`` donors of ``B`` query haplotypes at the ``n`` sites of one window.
 
     ``rows`` int64 panel rows, ``alleles`` uint8, ``left``/``right`` int32 match runs in typed
     markers from the site's boundary, ``left_bp``/``right_bp`` int64 the span of those runs from
-    the site's position (0 for an empty run); all ``[B, K, n]``.
+    the site's position (0 for an empty run); all ``[B, K, n]``. ``PbwtRetriever.site_donors``
+    gives the runs per boundary (``runs``): the per-site tensors are built when first read, so a
+    caller that reads runs at a few pairs (``features_at``: the model's open pairs) builds none.
     """
 
-    rows: torch.Tensor
-    alleles: torch.Tensor
-    left: torch.Tensor
-    right: torch.Tensor
-    left_bp: torch.Tensor
-    right_bp: torch.Tensor
+    def __init__(self, rows, alleles, left=None, right=None, left_bp=None, right_bp=None, *, runs=None):
+        per_site = dict(zip(_RUN_NAMES, (left, right, left_bp, right_bp), strict=True))
+        if runs is None and any(v is None for v in per_site.values()):
+            raise ValueError("SiteDonors needs left, right, left_bp and right_bp, or runs")
+        self.rows, self.alleles = rows, alleles
+        self._per_site = per_site
+        self._runs: _BoundaryRuns | None = runs
+
+    def _run(self, name: str) -> torch.Tensor:
+        t = self._per_site[name]
+        if t is None:
+            t = self._per_site[name] = self._runs.per_site(name)
+        return t
+
+    left = property(lambda self: self._run("left"))
+    right = property(lambda self: self._run("right"))
+    left_bp = property(lambda self: self._run("left_bp"))
+    right_bp = property(lambda self: self._run("right_bp"))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -95,20 +156,28 @@ class SiteDonors:
     def features_at(self, rows: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
         """``features()`` at query ``rows[p]``, site ``sites[p]`` (unframed) only: ``[P, K, F]``."""
         out = torch.empty(rows.numel(), self.shape[1], len(MATCH_FEATURES), dtype=torch.float32)
-        at = [getattr(self, name)[rows, :, sites] for name in ("left", "right", "left_bp", "right_bp")]
+        if self._runs is not None and any(self._per_site[name] is None for name in _RUN_NAMES):
+            at = self._runs.at(rows, sites)
+        else:
+            at = [self._run(name)[rows, :, sites] for name in _RUN_NAMES]
         _match_features(*at, out)
         return out
 
     def select(self, idx) -> SiteDonors:
         """The donors of queries ``idx`` (a slice, or indices into ``B``), in that order."""
-        return SiteDonors(*(getattr(self, f.name)[idx] for f in dataclass_fields(self)))
+        if self._runs is not None:
+            return SiteDonors(self.rows[idx], self.alleles[idx], runs=self._runs.select(idx))
+        return SiteDonors(self.rows[idx], self.alleles[idx], *(self._run(name)[idx] for name in _RUN_NAMES))
 
     @staticmethod
     def cat(parts: list[SiteDonors]) -> SiteDonors:
         """Several query batches of one window as one (queries concatenated in order)."""
         if len(parts) == 1:
             return parts[0]
-        return SiteDonors(*(torch.cat([getattr(d, f.name) for d in parts]) for f in dataclass_fields(SiteDonors)))
+        rows, alleles = torch.cat([d.rows for d in parts]), torch.cat([d.alleles for d in parts])
+        if all(d._runs is not None for d in parts):
+            return SiteDonors(rows, alleles, runs=_BoundaryRuns.cat([d._runs for d in parts]))
+        return SiteDonors(rows, alleles, *(torch.cat([d._run(name) for d in parts]) for name in _RUN_NAMES))
 
     def vote(self, alpha: float = VOTE_ALPHA) -> torch.Tensor:
         """ALT probability ``[B, n]`` float32: donors' alleles weighted by ``softmax(alpha*(left+right))``."""
@@ -300,18 +369,15 @@ class PbwtRetriever(Retriever):
             hi_u = torch.where(right_u > 0, mpos[(ubt + right_u.long() - 1).clamp(0, mpos.numel() - 1)], -big)
         else:
             lo_u, hi_u = torch.full_like(left_u, big, dtype=torch.int64), torch.full_like(left_u, -big, dtype=torch.int64)
-        # boundary -> site: a gather along the last dim (4x faster than advanced indexing there)
-        idx = torch.from_numpy(site_b.reshape(-1).astype(np.int64))[None, None].expand(b, kk, site_b.size)
-
-        def per_site(t: torch.Tensor) -> torch.Tensor:
-            return torch.gather(t, 2, idx)
-
-        site_pos = torch.from_numpy(self.positions[sl])
-        rows = per_site(self._rows(rows_u))  # panel rows
-        alleles = torch.from_numpy(self.panel.haplotypes[rows.numpy(), np.arange(sl.start, sl.stop)[None, None]])
-        left_bp = (site_pos - per_site(lo_u)).clamp_min(0)
-        right_bp = (per_site(hi_u) - site_pos).clamp_min(0)
-        return SiteDonors(rows, alleles, per_site(left_u), per_site(right_u), left_bp, right_bp)
+        # boundary -> site for the rows: a gather along the last dim (4x faster than advanced indexing)
+        site_bt = torch.from_numpy(site_b.reshape(-1).astype(np.int64))
+        rows = torch.gather(self._rows(rows_u), 2, site_bt[None, None].expand(b, kk, site_bt.numel()))  # panel rows
+        # each donor's allele at each site: a gather down the window's columns (the rows vary by
+        # donor and boundary), 1.6x faster than numpy's broadcast fancy indexing
+        window = torch.from_numpy(np.ascontiguousarray(self.panel.haplotypes[:, sl]))
+        alleles = torch.gather(window, 0, rows.view(b * kk, -1)).view(rows.shape)
+        runs = _BoundaryRuns(left_u, right_u, lo_u, hi_u, site_bt, torch.from_numpy(self.positions[sl]))
+        return SiteDonors(rows, alleles, runs=runs)
 
     def search(self, window_idx, query_tokens=None, exclude=None, k=None, queries=None):
         """The window-level interface: each query's donors at the window's middle site.
