@@ -1,7 +1,7 @@
 """Where `impute`'s inference time goes: seconds per stage over the first windows of a real run.
 
     python benchmarks/profile_impute.py --ref REF --target PHASED_TARGET --model best.pt
-        [--populations panel.txt] [--windows 12] [--batch-size 32] [--precision fp32|bf16]
+        [--populations panel.txt] [--windows 12] [--batch-size 64] [--precision fp32|bf16]
         [--threads 1] [--torch-profile] [--settle C]
 
 Stages, timed around the calls `imputation.infer_dosages` makes: the query tokens of a window x
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--populations", default=None)
     p.add_argument("--windows", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64, help="target samples per forward (impute's default)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--torch-profile", action="store_true")

@@ -66,6 +66,8 @@ def test_inference_precision_choice():
     cpu = torch.device("cpu")
     assert inference_dtype(cpu, "fp32") is None
     assert inference_dtype(cpu, "bf16") is torch.bfloat16
-    assert (inference_dtype(cpu, "auto") is torch.bfloat16) == cpu_has_bf16_matmul()
+    assert inference_dtype(cpu, "auto") is None  # an informative model: fp32 on any CPU
+    assert (inference_dtype(cpu, "auto", encode="all") is torch.bfloat16) == cpu_has_bf16_matmul()
+    assert inference_dtype(cpu, "bf16", encode="informative") is torch.bfloat16
     with pytest.raises(InputError, match="--precision 'fp16'"):
         inference_dtype(cpu, "fp16")

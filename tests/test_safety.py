@@ -505,11 +505,11 @@ def test_config_modelconfig_refuses_is_a_checkpoint_error_too(tmp_path, config, 
 
 
 def test_estimated_model_bytes_is_what_the_model_holds(rng):
-    """The bound is counted on a meta-device model: it must equal what building the model allocates."""
+    """The bound is counted from the config: it must equal what building the model allocates."""
     from vcfbert_fast.checkpoint import estimated_model_bytes
     from vcfbert_fast.model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
 
-    for _ in range(4):
+    for _ in range(8):
         heads = int(rng.choice([1, 2, 4]))
         cfg = ModelConfig(
             dims=heads * 2 * int(rng.integers(1, 9)),
@@ -520,6 +520,9 @@ def test_estimated_model_bytes_is_what_the_model_holds(rng):
             max_len=int(rng.integers(3, 300)),
             k_pool=str(rng.choice(["attention", "mean", "max"])),
             copy_head=bool(rng.integers(0, 2)),
+            n_match_features=int(rng.integers(1, 9)),
+            prior_hidden=int(rng.integers(1, 20)),
+            shared_prior=bool(rng.integers(0, 2)),
         )
         model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(cfg))
         held = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])

@@ -151,18 +151,15 @@ MAX_MODEL_BYTES = 2 << 30  # parameters and buffers of the model a checkpoint de
 
 def estimated_model_bytes(cfg: dict) -> int | None:
     """Bytes of the parameters and buffers ``BERTFoundationModel(BERTWithEmbeddingRAG)`` of ``cfg``
-    holds, counted on a model built on the ``meta`` device (shapes only, nothing allocated), so the
-    count follows the model as it changes. None when ``ModelConfig`` refuses ``cfg`` (not our model).
-    Call it on a config :func:`check_model_config` has bounded: building cost grows with n_layers."""
-    from .model import BERTFoundationModel, BERTWithEmbeddingRAG, ModelConfig
+    holds (float32; ``model.stored_floats``, counted from the config, nothing built). None when
+    ``ModelConfig`` refuses ``cfg`` (not our model)."""
+    from .model import ModelConfig, stored_floats
 
     try:
         config = ModelConfig.from_dict(dict(cfg))
     except (TypeError, ValueError):
         return None
-    with torch.device("meta"):
-        model = BERTFoundationModel(BERTWithEmbeddingRAG.from_config(config))
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return 4 * stored_floats(config)
 
 
 def _with_defaults(cfg: dict) -> dict:

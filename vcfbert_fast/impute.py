@@ -85,7 +85,7 @@ def check_options(
         raise InputError(
             None,
             f"--batch-size {batch_size} must be a whole number >= 1",
-            "e.g. --batch-size 32 (the default)",
+            "e.g. --batch-size 64 (the default)",
         )
     if overlap is not None and (not whole(overlap) or overlap < 0):
         raise InputError(None, f"--overlap {overlap} must be a whole number >= 0", "omit it for the default")
@@ -156,7 +156,7 @@ def impute(
     model_path: str,
     out_path: str,
     panel_file: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = 64,
     device: str = "auto",
     prephase: str | None = None,
     allow_unphased: bool = False,
@@ -239,6 +239,7 @@ def impute(
         model, state = (None, None) if vote else load_model(model_path, panel, dev)
         if not vote:
             check_overlap(model_path, state, overlap)
+            amp_dtype = inference_dtype(dev, precision, model.config.encode)  # auto picks by the model
         # 2. phase (rank 0 runs Beagle; the other ranks read its output)
         target, unph, prephased_path = _read_and_phase(
             target_path, ref_path, out_path, prephase, allow_unphased, java_mem, progress, threads, ctx, panel
@@ -607,7 +608,7 @@ def add_arguments(parser) -> None:
         help="also write a sites table: CHROM POS ID REF ALT AF DR2 STATUS FILTER, one line per panel site",
     )
     add_populations_argument(parser, "sample -> population table (as given to train)")
-    parser.add_argument("--batch-size", type=int, default=32, help="target samples per forward pass")
+    parser.add_argument("--batch-size", type=int, default=64, help="target samples per forward pass (64: fewer, larger passes; measured in BENCHMARKS.md)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--prephase", choices=["beagle"], default=None, help="pre-phase the target with Beagle 5.4"
@@ -631,7 +632,10 @@ def add_arguments(parser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="inference arithmetic: auto (bf16 on CUDA and on CPUs with AMX, else fp32), fp32 or bf16",
+        help=(
+            "inference arithmetic: auto (bf16 on CUDA, and on CPUs with AMX for encode=all models; else fp32), "
+            "fp32 or bf16"
+        ),
     )
     parser.add_argument(
         "--region", default=None, metavar="CHR:START-END", help="impute only this range (1-based)"

@@ -91,7 +91,7 @@ def info() -> dict:
     d["op_paths"]["match_runs"] = pbwt
     from .devices import cpu_has_bf16_matmul, inference_dtype
 
-    amx = " (AMX bf16 tiles)" if device == "cpu" and cpu_has_bf16_matmul() else ""
+    amx = " (AMX bf16 tiles: bf16 for encode=all models)" if device == "cpu" and cpu_has_bf16_matmul() else ""
     d["op_paths"]["inference_precision"] = (
         "bf16" if inference_dtype(torch.device(device), "auto") is not None else "fp32"
     ) + amx

@@ -138,12 +138,7 @@ class SiteDonors:
 
     def tokens(self) -> torch.Tensor:
         """Framed allele tokens int64 ``[B, K, n + 2]``: ``SOS, ALLELE_0 + allele..., EOS``."""
-        b, k, n = self.shape
-        out = torch.empty(b, k, n + 2, dtype=torch.int64)
-        out[..., 0] = SOS
-        out[..., -1] = EOS
-        out[..., 1:-1] = self.alleles.long() + ALLELE_0
-        return out
+        return _framed(self.alleles, tokens=True)
 
     def features(self) -> torch.Tensor:
         """Match features float32 ``[B, K, n + 2, F]`` (``MATCH_FEATURES``; 0 at SOS/EOS)."""
@@ -400,9 +395,19 @@ class PbwtRetriever(Retriever):
 
 def framed_alleles(d: SiteDonors) -> torch.Tensor:
     """Donor alleles int64 ``[B, K, n + 2]``, 0 at SOS/EOS (the copy head's ``rag_allele``)."""
-    b, k, n = d.shape
-    out = torch.zeros(b, k, n + 2, dtype=torch.int64)
-    out[..., 1:-1] = d.alleles
+    return _framed(d.alleles, tokens=False)
+
+
+def _framed(alleles: torch.Tensor, tokens: bool) -> torch.Tensor:
+    """uint8 alleles ``[N, K, n]`` -> int64 ``[N, K, n + 2]``: tokens (``SOS, ALLELE_0 + a, EOS``)
+    or alleles (0 at SOS/EOS)."""
+    b, k, n = alleles.shape
+    out = torch.empty(b, k, n + 2, dtype=torch.int64)
+    out[..., 0] = SOS if tokens else 0
+    out[..., -1] = EOS if tokens else 0
+    out[..., 1:-1] = alleles
+    if tokens:
+        out[..., 1:-1] += ALLELE_0
     return out
 
 
@@ -413,6 +418,7 @@ def donor_inputs(
     pos: torch.Tensor,
     af: torch.Tensor,
     factored: bool | None = None,
+    table: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The model's donor keys for both haplotypes of a batch, on ``pos``'s device:
     ``rag_emb_h*`` ``[B, K, L, D]``, ``rag_feat_h*`` ``[B, K, L, F]`` and ``rag_allele_h*`` ``[B, K, L]``.
@@ -423,7 +429,8 @@ def donor_inputs(
     comes ``rag_open`` (``model.OpenSites``: the pairs where the donors disagree, ~3 % at
     imputation, with their match features) in place of ``rag_feat_h*``: the attention scores
     donors there only. On CUDA ``rag_emb`` is built by ``embed_flatten``'s fused kernel. The one
-    place the trainer and ``impute`` turn donors into model input.
+    place the trainer and ``impute`` turn donors into model input. ``table``: this window's
+    ``site_table`` when the caller already has it (``impute`` builds one per window, not per batch).
     """
     dev = pos.device
     if factored is None:
@@ -432,16 +439,23 @@ def donor_inputs(
     if factored:
         from .model import OpenSites
 
-        p0, a0 = (pos[0], af[0]) if pos.dim() == 2 else (pos, af)
-        out["rag_table"] = site_table(embedding_layer, p0, a0)
-        toks, alleles = (d1.tokens(), d2.tokens()), (framed_alleles(d1), framed_alleles(d2))
-        # where the donors disagree, with their features there only (the model needs none elsewhere)
-        open_ = OpenSites(torch.cat(toks), torch.cat(alleles))
+        if table is None:
+            p0, a0 = (pos[0], af[0]) if pos.dim() == 2 else (pos, af)
+            table = site_table(embedding_layer, p0, a0)
+        out["rag_table"] = table
+        raw = torch.cat([d1.alleles, d2.alleles])  # uint8 [2B, K, n]: both halves framed in one go
+        toks, alleles = _framed(raw, tokens=True), _framed(raw, tokens=False)
+        # where the donors disagree, with their features there only (the model needs none elsewhere);
+        # tokens are ALLELE_0 + allele inside the frame, so comparing the uint8 alleles finds them
+        same = torch.ones(toks.shape[0], toks.shape[2], dtype=torch.bool)
+        same[:, 1:-1] = (raw == raw[:, :1]).all(1)
+        open_ = OpenSites(toks, alleles, same=same)
         halves = zip((d1, d2), open_.split(d1.shape[0]), strict=True)
         open_.feats = torch.cat([d.features_at(n, site - 1) for d, (n, site) in halves])  # unframed sites
         out["rag_open"] = open_.to(dev)
-        for name, t, a in zip(("h1", "h2"), toks, alleles, strict=True):
-            out[f"rag_tok_{name}"], out[f"rag_allele_{name}"] = t.to(dev), a.to(dev)
+        b = d1.shape[0]
+        for name, rows in (("h1", slice(0, b)), ("h2", slice(b, None))):
+            out[f"rag_tok_{name}"], out[f"rag_allele_{name}"] = toks[rows].to(dev), alleles[rows].to(dev)
         return out
     for name, d in (("h1", d1), ("h2", d2)):
         out[f"rag_emb_{name}"] = donor_embeddings(embedding_layer, d.tokens(), pos, af)

@@ -30,6 +30,7 @@ __all__ = [
     "count_parameters",
     "lookup_references",
     "sinusoidal_table",
+    "stored_floats",
 ]
 
 
@@ -286,10 +287,13 @@ class OpenSites:
     ``rag_emb`` path is its reference (tests/test_matching.py). The first ``size`` of the ``P``
     pairs are real; the rest pad ``P`` to a bucketed count, and their results are dropped."""
 
-    def __init__(self, tok: torch.Tensor, alleles: torch.Tensor | None = None):
-        same = (tok == tok[:, :1]).all(1)  # [N, L]
-        if alleles is not None:
-            same &= (alleles == alleles[:, :1]).all(1)
+    def __init__(self, tok: torch.Tensor, alleles: torch.Tensor | None = None, same: torch.Tensor | None = None):
+        """``same [N, L]``: where the donors agree, when the caller found it more cheaply (on uint8
+        alleles: ``matching.donor_inputs``); else compared here."""
+        if same is None:
+            same = (tok == tok[:, :1]).all(1)  # [N, L]
+            if alleles is not None:
+                same &= (alleles == alleles[:, :1]).all(1)
         n, l = torch.nonzero(~same, as_tuple=True)  # row-major: first half's rows first
         # Padded to a bucketed count with inert pairs (last row, first site: sorted order holds)
         # whose results are dropped: a few tensor sizes per run instead of one per batch, so
@@ -909,6 +913,33 @@ class BERTFoundationModel(nn.Module):
             o["h1"],
             o["h2"],
         ]
+
+
+def stored_floats(config: ModelConfig) -> int:
+    """Parameters plus buffers of ``BERTFoundationModel(BERTWithEmbeddingRAG(config))``, counted from
+    the config without building anything (a bound checked before a checkpoint's model is built;
+    building on the ``meta`` device cost ~1 s of start-up). tests/test_safety.py holds it to the
+    built model's count."""
+    d, f, ph = config.dims, config.n_match_features, config.prior_hidden
+
+    def mlp(d_in: int, d_hidden: int, d_out: int, out_bias: bool = True) -> int:
+        return d_in * d_hidden + d_hidden + d_hidden * d_out + (d_out if out_bias else 0)
+
+    def donor_attention(values: bool, prior_hidden: int | None) -> int:
+        n = d * d + d + (d * d + d if values else 0) + f  # q, v, vote_weight
+        return n + (mlp(f, prior_hidden, 1, out_bias=False) if prior_hidden is not None else 0)
+
+    embedding = config.vocab_size * d + config.n_af_freqs + mlp(2 * config.n_af_freqs, d, d) + mlp(d + 2, d, d) + 2 * d
+    embedding += config.max_len * d  # the sinusoidal table (a buffer)
+    attention = config.k_pool == "attention"
+    fusion = (donor_attention(True, ph) if attention else 0) + mlp(2 * d, d, d) + mlp(3, 32, 1) + 1
+    block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + mlp(d, config.ffn_mult * d, d)
+    encoder = config.n_layers * block + 2 * d
+    heads = mlp(d + 2, d, 2) + mlp(7, 32, 4)
+    if config.copy_head:
+        hidden = None if config.shared_prior and attention else ph
+        heads += donor_attention(False, hidden) + mlp(d + 2, 32, 1)
+    return embedding + fusion + encoder + heads
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -52,6 +52,7 @@ class _Donors:
         q = tc.model_calls(typed).reshape(2 * tc.n_samples, typed.size)  # rows 2s, 2s + 1
         self.retriever.set_queries(q, precompute=True)
         self.build_s, self.query_s = t1 - t0, time.perf_counter() - t1
+        self._table: tuple[int, torch.Tensor | None] = (-1, None)  # (window, its site_table)
         n_pts = len(self.retriever.points)
         print(
             f"pbwt: index of {self.retriever.n_references} haplotypes x {typed.size} typed markers built in "
@@ -67,10 +68,12 @@ class _Donors:
         return split_haplotypes(self.retriever.site_donors(w, np.arange(2 * b0, 2 * b1)))
 
     def add_to(self, batch: dict, w: int, b0: int, b1: int, embedding) -> None:
-        from ..matching import donor_inputs
+        from ..matching import donor_inputs, site_table
 
         d1, d2 = self.window(w, b0, b1)
-        batch.update(donor_inputs(d1, d2, embedding, batch["pos"], batch["af"]))
+        if self._table[0] != w:  # one per-site table per window, shared by its batches
+            self._table = (w, site_table(embedding, batch["pos"][0], batch["af"][0]))
+        batch.update(donor_inputs(d1, d2, embedding, batch["pos"], batch["af"], table=self._table[1]))
 
 
 def _site_inputs(panel, tables: ModelTables, sl: slice, samples, n_rows: int, dev) -> dict:
