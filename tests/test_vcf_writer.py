@@ -300,3 +300,26 @@ def test_no_bcftools_on_path_leaves_no_stale_index(tmp_path, monkeypatch, capsys
         assert "without an index" in err and "bcftools is on PATH" in err and "bcftools index -c" in err
     _, recs = _written(d / name)
     assert [r.POS for r in recs] == sites.positions.tolist()
+
+
+def test_sample_columns_are_python_formatting_of_the_values(rng):
+    """``format_genotypes`` writes fixed-width bytes by table lookup; read back as text, every field
+    must be Python's own formatting of the same rounded values (GP summing to exactly 1)."""
+    from vcfbert_fast.vcf_writer import format_genotypes
+
+    m, s = 40, 9
+    gt = rng.integers(0, 2, (m, s, 2)).astype(np.int8)
+    phased = rng.random((m, s)) < 0.8
+    hds = rng.random((m, s, 2))
+    hds[rng.random((m, s, 2)) < 0.2] = 1.0
+    gp = rng.dirichlet([0.3, 0.3, 0.3], (m, s))
+    buf, ds = format_genotypes(gt, phased, hds, gp, ("GT", "DS", "GP", "HDS"))
+    lines = [bytes(row).decode() for row in buf]
+    for i, line in enumerate(lines):
+        for j, col in enumerate(line.split("\t")[1:]):
+            g_t, d_s, g_p, h_ds = col.split(":")
+            assert g_t == f"{gt[i, j, 0]}{'|' if phased[i, j] else '/'}{gt[i, j, 1]}"
+            gps = [round(float(x) * 1000) for x in g_p.split(",")]
+            assert sum(gps) == 1000 and all(abs(q - 1000 * p) <= 1 for q, p in zip(gps, gp[i, j], strict=True))
+            assert d_s == f"{(gps[1] + 2 * gps[2]) / 1000:.3f}" and int(ds[i, j]) == gps[1] + 2 * gps[2]
+            assert h_ds == ",".join(f"{round(float(h) * 1000) / 1000:.3f}" for h in hds[i, j])
