@@ -186,7 +186,7 @@ def _sites_bar(panel, desc: str, progress: bool, bar):
     return progress_bar(panel.n_sites, desc=desc, unit=" sites", enabled=progress), True
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping (version counters, view tracking) per op
 def infer_dosages(
     model,
     panel,
