@@ -752,7 +752,7 @@ class _SettledByTable:
     A settled pair (an untyped site whose donors all carry one token ``t``: the encoder skips it)
     has a fused embedding, and so an encoder output, that depends on ``(site, t)`` only, and head
     outputs that depend on ``(site, t, af_p)`` only. So the body and heads run on the kept tokens
-    (gathered, ~10 % of a window) and on a per-site table of the settled values (``L`` sites x
+    (flat, ~10 % of a window; padded per row for the attention only) and on a per-site table of the settled values (``L`` sites x
     the few tokens donors carry x the batch's distinct ``af_p`` rows), and the logits are gathered
     from the two. The same arithmetic as the path through ``forward_cat`` and the dense heads
     (``forward_kept``), which is its reference (tests/test_model.py)."""
@@ -770,30 +770,36 @@ class _SettledByTable:
         n, length = tokens.shape
         af_row = x["af"][0]
         sites = torch.arange(length, device=tokens.device)
-        # kept tokens, gathered in site order as forward_kept does; slot[n, l]: where (n, l) went
+        # the kept tokens flat, row by row in site order: only the encoder's attention needs them
+        # padded per row (to the batch's most, a multiple of 8: few shapes); ~half the padded slots
+        # would be padding, so the embedding, fusion and heads run on the flat ones
+        rk, lk = torch.nonzero(keep, as_tuple=True)  # [T]
         counts = keep.sum(1)
         width = min(length, -(-int(counts.max()) // 8) * 8)
-        lk = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]  # [N, W] sites
-        valid = torch.arange(width, device=lk.device)[None] < counts[:, None]
-        slot = keep.cumsum(1) - 1
-        on, ol = open_.n[: open_.size], open_.l[: open_.size]
-        os_ = slot[on, ol]
-        emb_k = table[lk, tokens.gather(1, lk)].to(dtype)  # [N, W, D]
-        pooled = table.float()[lk, open_.first.gather(1, lk)]
+        slot = keep.cumsum(1) - 1  # slot[n, l]: the place of kept token (n, l) in its row
+        start = counts.cumsum(0) - counts  # the flat index of each row's first kept token
+        fo = start[open_.n] + slot[open_.n, open_.l]  # the open pairs' flat indices (padding pairs: any)
+        real = slice(0, open_.size)
+        emb_k = table[lk, tokens[rk, lk]].to(dtype)  # [T, D]
+        pooled = table.float()[lk, open_.first[rk, lk]]
         if open_.size:
-            mixed = attention.open_mix(emb_k[open_.n, slot[open_.n, open_.l]], table, open_, self.feats, self.prior)
-            pooled[on, os_] = mixed[: open_.size].to(pooled.dtype)
-        af_k = x["af"][:1].expand(n, length).gather(1, lk)
+            mixed = attention.open_mix(emb_k[fo], table, open_, self.feats, self.prior)
+            pooled[fo[real]] = mixed[real].to(pooled.dtype)
+        af_k = af_row[lk]
         y = bert.fusion(emb_k, attention.v(pooled.to(dtype)).to(dtype), af_k)
+        sk = slot[rk, lk]
+        padded = y.new_zeros(n, width, y.shape[-1])
+        padded[rk, sk] = y
+        valid = torch.arange(width, device=keep.device)[None] < counts[:, None]
         for block in enc.blocks:
-            y = block(y, valid[:, None, None, :])
-        h_k = enc.norm(y)
-        feat_k = torch.cat([h_k, torch.stack([af_k, af_p.gather(1, lk)], dim=-1).to(h_k.dtype)], dim=-1)
-        p_copy = open_.first_allele.gather(1, lk).float()
+            padded = block(padded, valid[:, None, None, :])
+        h_k = enc.norm(padded[rk, sk])  # [T, D]
+        feat_k = torch.cat([h_k, torch.stack([af_k, af_p[rk, lk]], dim=-1).to(h_k.dtype)], dim=-1)
+        p_copy = open_.first_allele[rk, lk].float()
         if open_.size:
-            w = copy.attention.open_weights_of(h_k[open_.n, slot[open_.n, open_.l]], table, open_, self.feats, self.prior)
-            p_copy[on, os_] = (w * open_.alleles.float()).sum(1)[: open_.size].to(p_copy.dtype)
-        logits_k = copy.mix(feat_k, m.hap_head(feat_k), p_copy)  # [N, W, 2]
+            w = copy.attention.open_weights_of(h_k[fo], table, open_, self.feats, self.prior)
+            p_copy[fo[real]] = (w * open_.alleles.float()).sum(1)[real].to(p_copy.dtype)
+        logits_k = copy.mix(feat_k, m.hap_head(feat_k), p_copy)  # [T, 2]
         # the settled table: site x donor token (query MASK), then x distinct af_p rows
         tset = self.tok_set
         t_n = tset.numel()
@@ -809,14 +815,11 @@ class _SettledByTable:
         where[tset] = torch.arange(t_n, device=tset.device)
         tpos = where[open_.first]  # [N, L]
         out = logits_s[inv[:, None], sites[None], tpos]  # [N, L, 2]
-        idx = lk[..., None].expand(n, width, 2)
-        out = out.scatter(1, idx, torch.where(valid[..., None], logits_k, out.gather(1, idx)))
+        out = out.index_put((rk, lk), logits_k.to(out.dtype))
         if not hidden:
             return out, None, None
         emb = table[sites[None], tokens].to(dtype)
-        h = h_s[sites[None], tpos]
-        d_idx = lk[..., None].expand(n, width, h.shape[-1])
-        h = h.scatter(1, d_idx, torch.where(valid[..., None], h_k, h.gather(1, d_idx)))
+        h = h_s[sites[None], tpos].index_put((rk, lk), h_k.to(h_s.dtype))
         return out, h, emb
 
 
