@@ -82,16 +82,19 @@ class _BoundaryRuns:
             first.site_pos,
         )
 
+    def to_sites(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-boundary ``[B, K, U]`` tensor at every site, ``[B, K, n]``: a gather along the
+        last dim (4x faster than advanced indexing there)."""
+        b, k, _ = t.shape
+        return torch.gather(t, 2, self.site_b[None, None].expand(b, k, self.site_b.numel()))
+
     def per_site(self, name: str) -> torch.Tensor:
         """``left``, ``right``, ``left_bp`` or ``right_bp`` at every site, ``[B, K, n]``."""
-        b, k, _ = self.left.shape
-        # boundary -> site: a gather along the last dim (4x faster than advanced indexing there)
-        idx = self.site_b[None, None].expand(b, k, self.site_b.numel())
         if name in ("left", "right"):
-            return torch.gather(getattr(self, name), 2, idx)
+            return self.to_sites(getattr(self, name))
         if name == "left_bp":
-            return (self.site_pos - torch.gather(self.lo, 2, idx)).clamp_min(0)
-        return (torch.gather(self.hi, 2, idx) - self.site_pos).clamp_min(0)
+            return (self.site_pos - self.to_sites(self.lo)).clamp_min(0)
+        return (self.to_sites(self.hi) - self.site_pos).clamp_min(0)
 
     def at(self, rows: torch.Tensor, sites: torch.Tensor) -> list[torch.Tensor]:
         """``[left, right, left_bp, right_bp]`` at query ``rows[p]``, site ``sites[p]``, ``[P, K]``."""
@@ -364,14 +367,13 @@ class PbwtRetriever(Retriever):
             hi_u = torch.where(right_u > 0, mpos[(ubt + right_u.long() - 1).clamp(0, mpos.numel() - 1)], -big)
         else:
             lo_u, hi_u = torch.full_like(left_u, big, dtype=torch.int64), torch.full_like(left_u, -big, dtype=torch.int64)
-        # boundary -> site for the rows: a gather along the last dim (4x faster than advanced indexing)
         site_bt = torch.from_numpy(site_b.reshape(-1).astype(np.int64))
-        rows = torch.gather(self._rows(rows_u), 2, site_bt[None, None].expand(b, kk, site_bt.numel()))  # panel rows
+        runs = _BoundaryRuns(left_u, right_u, lo_u, hi_u, site_bt, torch.from_numpy(self.positions[sl]))
+        rows = runs.to_sites(self._rows(rows_u))  # panel rows
         # each donor's allele at each site: a gather down the window's columns (the rows vary by
         # donor and boundary), 1.6x faster than numpy's broadcast fancy indexing
         window = torch.from_numpy(np.ascontiguousarray(self.panel.haplotypes[:, sl]))
         alleles = torch.gather(window, 0, rows.view(b * kk, -1)).view(rows.shape)
-        runs = _BoundaryRuns(left_u, right_u, lo_u, hi_u, site_bt, torch.from_numpy(self.positions[sl]))
         return SiteDonors(rows, alleles, runs=runs)
 
     def search(self, window_idx, query_tokens=None, exclude=None, k=None, queries=None):

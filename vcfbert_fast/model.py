@@ -447,22 +447,24 @@ class TransformerEncoder(nn.Module):
         return self.norm(x)
 
     def forward_kept(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """The blocks over each row's tokens ``keep [N, L]`` only, gathered in site order and padded
-        to the batch's most (a multiple of 8: few shapes) with masked keys; the other tokens skip
-        the blocks and take the final norm of ``x``. Attention cost falls with the square of the
-        kept share (~10 % of an imputation window)."""
-        n, length, d = x.shape
-        counts = keep.sum(1)
-        width = min(length, -(-int(counts.max()) // 8) * 8)
-        order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]  # kept first
-        valid = torch.arange(width, device=x.device)[None] < counts[:, None]
-        idx = order[..., None].expand(n, width, d)
-        y = x.gather(1, idx)
+        """The blocks over each row's tokens ``keep [N, L]`` only (``forward_flat``); the other
+        tokens skip the blocks and take the final norm of ``x``. Attention cost falls with the
+        square of the kept share (~10 % of an imputation window)."""
+        rows, sites = torch.nonzero(keep, as_tuple=True)
+        slots = keep.cumsum(1)[rows, sites] - 1
+        return self.norm(x).index_put((rows, sites), self.forward_flat(x[rows, sites], rows, slots, keep.sum(1)))
+
+    def forward_flat(self, y: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, counts: torch.Tensor):
+        """Encoder outputs ``[T, D]`` of tokens given flat, ``y [T, D]``, token ``t`` at place
+        ``slots[t]`` of row ``rows[t]`` (``counts [N]`` per row): padded per row to the batch's most
+        (a multiple of 8: few shapes) for the attention, with the padding's keys masked."""
+        width = -(-int(counts.max()) // 8) * 8
+        padded = y.new_zeros(counts.shape[0], width, y.shape[-1])
+        padded[rows, slots] = y
+        valid = torch.arange(width, device=y.device)[None] < counts[:, None]
         for block in self.blocks:
-            y = block(y, valid[:, None, None, :])
-        out = self.norm(x)
-        y = torch.where(valid[..., None], self.norm(y), out.gather(1, idx))
-        return out.scatter(1, idx, y)
+            padded = block(padded, valid[:, None, None, :])
+        return self.norm(padded[rows, slots])
 
 
 def _init_weights(module: nn.Module, n_layers: int) -> None:
@@ -551,12 +553,7 @@ class _HaplotypeBERT(nn.Module):
         h = emb if pooled is None else self.fusion(emb, pooled, af)
         if self.config.encode == "all":
             return self.encoder(h, mask), emb
-        keep = tokens != MASK  # the typed sites and SOS/EOS
-        if mask is not None:
-            keep &= mask
-        disagree = _donors_disagree(x, {} if scratch is None else scratch)
-        if disagree is not None:
-            keep |= disagree
+        keep = _kept(tokens, mask, _donors_disagree(x, {} if scratch is None else scratch))
         return self.encoder.forward_kept(h, keep), emb
 
     def forward(self, x: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -574,15 +571,29 @@ def _rag_pair(x: dict, k1: str, k2: str) -> tuple[torch.Tensor, torch.Tensor] | 
     return (x[k1], x[k2]) if has1 else None
 
 
+def _kept(tokens: torch.Tensor, mask: torch.Tensor | None, disagree: torch.Tensor | None) -> torch.Tensor:
+    """The tokens an informative encoder attends over, ``[2B, L]`` bool: the typed sites and
+    SOS/EOS (not MASK), and the pairs where the donors disagree; never padding."""
+    keep = tokens != MASK
+    if disagree is not None:
+        keep |= disagree
+    return keep if mask is None else keep & mask
+
+
+def _open_mask(open_: OpenSites) -> torch.Tensor:
+    """``[N, L]`` bool: True at the real open pairs."""
+    out = torch.zeros(open_.first.shape, dtype=torch.bool, device=open_.first.device)
+    out[open_.n[: open_.size], open_.l[: open_.size]] = True
+    return out
+
+
 def _donors_disagree(x: dict, scratch: dict) -> torch.Tensor | None:
     """``[2B, L]`` bool: the (haplotype, site) pairs whose donors do not all carry one token, from
     whichever form the donors came in (the open pairs the body found, tokens, alleles, embeddings);
     None without donors."""
     open_ = scratch.get("open", x.get("rag_open"))
     if open_ is not None:
-        out = torch.zeros(open_.first.shape, dtype=torch.bool, device=open_.first.device)
-        out[open_.n[: open_.size], open_.l[: open_.size]] = True
-        return out
+        return _open_mask(open_)
     for keys in (("rag_tok_h1", "rag_tok_h2"), ("rag_allele_h1", "rag_allele_h2"), ("rag_seg_h1", "rag_seg_h2")):
         pair = _rag_pair(x, *keys)
         if pair is not None:
@@ -767,15 +778,13 @@ class _SettledByTable:
         attention, enc = bert.fusion.attention, bert.encoder
         table, tokens, keep = x["rag_table"], self.tokens, self.keep
         dtype = bert.dtype
-        n, length = tokens.shape
+        length = tokens.shape[1]
         af_row = x["af"][0]
         sites = torch.arange(length, device=tokens.device)
-        # the kept tokens flat, row by row in site order: only the encoder's attention needs them
-        # padded per row (to the batch's most, a multiple of 8: few shapes); ~half the padded slots
-        # would be padding, so the embedding, fusion and heads run on the flat ones
+        # the kept tokens flat, row by row in site order: only the encoder's attention pads them
+        # per row (~half the padded slots are padding), so embedding, fusion and heads run flat
         rk, lk = torch.nonzero(keep, as_tuple=True)  # [T]
         counts = keep.sum(1)
-        width = min(length, -(-int(counts.max()) // 8) * 8)
         slot = keep.cumsum(1) - 1  # slot[n, l]: the place of kept token (n, l) in its row
         start = counts.cumsum(0) - counts  # the flat index of each row's first kept token
         fo = start[open_.n] + slot[open_.n, open_.l]  # the open pairs' flat indices (padding pairs: any)
@@ -787,13 +796,7 @@ class _SettledByTable:
             pooled[fo[real]] = mixed[real].to(pooled.dtype)
         af_k = af_row[lk]
         y = bert.fusion(emb_k, attention.v(pooled.to(dtype)).to(dtype), af_k)
-        sk = slot[rk, lk]
-        padded = y.new_zeros(n, width, y.shape[-1])
-        padded[rk, sk] = y
-        valid = torch.arange(width, device=keep.device)[None] < counts[:, None]
-        for block in enc.blocks:
-            padded = block(padded, valid[:, None, None, :])
-        h_k = enc.norm(padded[rk, sk])  # [T, D]
+        h_k = enc.forward_flat(y, rk, slot[rk, lk], counts)  # [T, D]
         feat_k = torch.cat([h_k, torch.stack([af_k, af_p[rk, lk]], dim=-1).to(h_k.dtype)], dim=-1)
         p_copy = open_.first_allele[rk, lk].float()
         if open_.size:
@@ -841,8 +844,7 @@ def _settled_by_table(model: BERTFoundationModel, x: dict) -> _SettledByTable | 
         return None
     tokens = torch.cat([x["hap_1"], x["hap_2"]], dim=0)
     open_, feats, prior = bert.open_pairs(x)
-    keep = tokens != MASK
-    keep[open_.n[: open_.size], open_.l[: open_.size]] = True
+    keep = _kept(tokens, None, _open_mask(open_))
     tok_set = torch.unique(open_.first[~keep])
     if not bool(((tok_set == ALLELE_0) | (tok_set == ALLELE_1)).all()):
         return None
